@@ -29,7 +29,10 @@ def _is_port(value):
 
 
 def mesh_catalog_errors(catalog, scheduler="systemd", reserved_ports=None):
-    """Return every problem of `catalog`, each message saying what to change."""
+    """Return every problem of `catalog`, each message saying what to change.
+
+    `reserved_ports` maps names to ports that are already taken (Consul's).
+    """
     errors = []
     if scheduler not in SCHEDULERS:
         errors.append(f"mesh_scheduler is '{scheduler}': use one of {', '.join(SCHEDULERS)}")
@@ -91,8 +94,8 @@ def mesh_catalog_errors(catalog, scheduler="systemd", reserved_ports=None):
 def _port_collisions(catalog, reserved_ports):
     """Every port the systemd scheduler would open, with its owner; report clashes."""
     owners = {}
-    for label, port in reserved_ports.items():
-        owners.setdefault(int(port), []).append(label)
+    for name, port in reserved_ports.items():
+        owners.setdefault(int(port), []).append(f"consul {name} port")
     for svc in catalog:
         for inst in range(svc["instances"]):
             owners.setdefault(svc["port"] + inst, []).append(f"{svc['name']}-{inst + 1} app port")
