@@ -1,0 +1,199 @@
+'use strict';
+/**
+ * HTTP server of the calculator frontend:
+ *   POST /api/v1/compute  {"expression": "1+2-3"} -> {"result": 0, "calls": [...]}
+ *   GET  /health
+ * Every response is JSON and carries X-Instance-Id; one JSON access-log line
+ * is written per request.
+ */
+
+const http = require('node:http');
+const { parseExpression, ParseError } = require('./parser');
+const { evaluate } = require('./calculator');
+const { UpstreamClient, UpstreamError } = require('./upstream');
+
+const MAX_BODY_BYTES = 16 * 1024;
+
+/** An error answered as-is: status plus extra JSON fields. */
+class HttpError extends Error {
+  constructor(status, message, { fields = {}, headers = {} } = {}) {
+    super(message);
+    this.status = status;
+    this.fields = fields;
+    this.headers = headers;
+  }
+}
+
+/** Default access logger: one JSON line on stdout (synchronous for files and pipes on Linux). */
+function writeLogLine(record) {
+  process.stdout.write(`${JSON.stringify(record)}\n`);
+}
+
+function sendJson(res, status, body, headers = {}) {
+  if (res.headersSent || res.destroyed) return;
+  const payload = `${JSON.stringify(body)}\n`;
+  res.writeHead(status, {
+    ...headers,
+    'Content-Type': 'application/json',
+    'Content-Length': Buffer.byteLength(payload),
+  });
+  res.end(payload);
+}
+
+/** Read the whole request body, refusing more than `limit` bytes with 413. */
+function readBody(req, limit) {
+  // The rest of an oversized body is not read: close the connection after answering.
+  const tooLarge = () =>
+    new HttpError(413, `request body larger than ${limit} bytes`, { headers: { Connection: 'close' } });
+  return new Promise((resolve, reject) => {
+    if (Number(req.headers['content-length']) > limit) {
+      reject(tooLarge());
+      return;
+    }
+    const chunks = [];
+    let size = 0;
+    req.on('data', (chunk) => {
+      size += chunk.length;
+      if (size > limit) {
+        reject(tooLarge());
+        req.removeAllListeners('data');
+      } else {
+        chunks.push(chunk);
+      }
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+    req.on('close', () => {
+      if (!req.complete) reject(new Error('client closed the connection before sending the body'));
+    });
+  });
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** Validate the compute request and return its expression string. */
+async function readExpression(req) {
+  const mediaType = (req.headers['content-type'] || '').split(';')[0].trim().toLowerCase();
+  if (mediaType !== 'application/json') {
+    throw new HttpError(415, 'Content-Type must be application/json');
+  }
+  const raw = await readBody(req, MAX_BODY_BYTES);
+  let body;
+  try {
+    body = JSON.parse(utf8.decode(raw));
+  } catch {
+    throw new HttpError(400, 'request body is not valid UTF-8 JSON');
+  }
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    throw new HttpError(400, 'request body must be a JSON object');
+  }
+  if (!('expression' in body)) throw new HttpError(400, 'missing field "expression"');
+  if (typeof body.expression !== 'string') throw new HttpError(400, 'field "expression" must be a string');
+  return body.expression;
+}
+
+/** Map any thrown error to [status, JSON body, extra headers]. */
+function errorResponse(err) {
+  if (err instanceof HttpError) return [err.status, { error: err.message, ...err.fields }, err.headers];
+  if (err instanceof ParseError) return [400, { error: err.message, position: err.position }, {}];
+  if (err instanceof UpstreamError) {
+    return [err.status, { error: err.message, upstream: err.upstream, position: err.position }, {}];
+  }
+  process.stderr.write(`unexpected error: ${err && err.stack}\n`);
+  return [500, { error: 'internal error' }, {}];
+}
+
+/**
+ * @param {object} config from loadConfig()
+ * @param {{log?: (record: object) => void}} [options] access logger (tests pass a collector)
+ * @returns {{server: http.Server, listen: () => Promise<import('node:net').AddressInfo>, close: () => Promise<void>}}
+ */
+function createApp(config, { log = writeLogLine } = {}) {
+  const clients = {
+    '+': new UpstreamClient(config.upstreams.add),
+    '-': new UpstreamClient(config.upstreams.sub),
+  };
+  let closing = false;
+
+  // A handler resolves to [status, body]; errors are mapped by errorResponse().
+  const routes = {
+    '/api/v1/compute': {
+      POST: async (req) => {
+        const expression = await readExpression(req);
+        return [200, await evaluate(parseExpression(expression), clients)];
+      },
+    },
+    '/health': {
+      GET: async () => [200, { status: 'ok', instance: config.instanceId }],
+    },
+  };
+  routes['/health'].HEAD = routes['/health'].GET;
+
+  async function dispatch(req, path) {
+    const methods = routes[path];
+    if (!methods) throw new HttpError(404, `no route for ${path}`);
+    const handler = methods[req.method];
+    if (!handler) {
+      throw new HttpError(405, `method ${req.method} not allowed on ${path}`, {
+        headers: { Allow: Object.keys(methods).join(', ') },
+      });
+    }
+    const [status, body] = await handler(req);
+    return [status, body, {}];
+  }
+
+  const server = http.createServer((req, res) => {
+    const started = process.hrtime.bigint();
+    const path = req.url.split('?')[0];
+    res.once('close', () => {
+      const elapsedMs = Number(process.hrtime.bigint() - started) / 1e6;
+      log({
+        instance: config.instanceId,
+        method: req.method,
+        path,
+        // 499 (nginx's convention): the client went away before the response was sent.
+        status: res.writableFinished ? res.statusCode : 499,
+        duration_ms: Math.round(elapsedMs * 1000) / 1000,
+      });
+    });
+    dispatch(req, path)
+      .catch(errorResponse)
+      .then(([status, body, headers]) => {
+        // While shutting down, make keep-alive clients reconnect elsewhere.
+        const connection = closing ? { Connection: 'close' } : {};
+        sendJson(res, status, body, { ...headers, ...connection, 'X-Instance-Id': config.instanceId });
+      })
+      .catch((err) => {
+        process.stderr.write(`cannot send response: ${err.stack}\n`);
+        res.destroy();
+      });
+  });
+
+  return {
+    server,
+    /** Start listening on config.bind:config.port (port 0 picks a free port). */
+    listen() {
+      return new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(config.port, config.bind, () => {
+          server.off('error', reject);
+          resolve(server.address());
+        });
+      });
+    },
+    /** Stop accepting, finish in-flight requests, close idle keep-alive connections. */
+    close() {
+      closing = true;
+      return new Promise((resolve) => {
+        server.close(() => {
+          clients['+'].close();
+          clients['-'].close();
+          resolve();
+        });
+        server.closeIdleConnections();
+      });
+    },
+  };
+}
+
+module.exports = { createApp, MAX_BODY_BYTES };

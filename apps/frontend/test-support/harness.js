@@ -1,0 +1,195 @@
+'use strict';
+/**
+ * Test helpers (kept outside test/ because `node --test test/` would run every
+ * .js file there as a test file): real arith services as child processes,
+ * an in-process frontend, a tiny HTTP client and fault-injecting servers.
+ */
+
+const { spawn } = require('node:child_process');
+const http = require('node:http');
+const net = require('node:net');
+const path = require('node:path');
+const { once } = require('node:events');
+const { setTimeout: sleep } = require('node:timers/promises');
+
+const { loadConfig } = require('../src/config');
+const { createApp } = require('../src/app');
+
+const ARITH_DIR = path.resolve(__dirname, '..', '..', 'arith');
+const ARITH_PYTHON = process.env.ARITH_PYTHON || 'python3';
+
+/** A loopback port that was free a moment ago. */
+async function freePort() {
+  const server = net.createServer().listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address();
+  server.close();
+  await once(server, 'close');
+  return port;
+}
+
+/**
+ * Minimal HTTP client; a fresh connection per request unless `agent` is given.
+ * @returns {Promise<{status: number, headers: object, text: string, json: any}>}
+ */
+function request(url, { method = 'GET', headers = {}, body, agent = false } = {}) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, headers, agent }, (res) => {
+      const chunks = [];
+      res.on('data', (chunk) => chunks.push(chunk));
+      res.on('error', reject);
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let json;
+        try {
+          json = JSON.parse(text);
+        } catch {
+          json = undefined;
+        }
+        resolve({ status: res.statusCode, headers: res.headers, text, json });
+      });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** POST a JSON body (an object, or a raw string sent verbatim) to /api/v1/compute. */
+function compute(baseUrl, body, { headers = { 'Content-Type': 'application/json' }, agent } = {}) {
+  const payload = typeof body === 'string' ? body : JSON.stringify(body);
+  return request(`${baseUrl}/api/v1/compute`, { method: 'POST', headers, body: payload, agent });
+}
+
+async function waitForHealth(url, child, timeoutMs = 15000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`${url}: process exited with ${child.exitCode}`);
+    try {
+      if ((await request(`${url}/health`)).status === 200) return;
+    } catch {
+      // not listening yet
+    }
+    await sleep(50);
+  }
+  throw new Error(`${url} not healthy after ${timeoutMs} ms`);
+}
+
+/** Send SIGTERM and resolve with the exit code. */
+async function terminate(child) {
+  if (child.exitCode !== null) return child.exitCode;
+  child.kill('SIGTERM');
+  const [code] = await once(child, 'exit');
+  return code;
+}
+
+/**
+ * Start a real add-svc or sub-svc (`python -m arith_svc`) on a free loopback port.
+ * @returns {Promise<{url: string, port: number, instanceId: string, stop: () => Promise<number>}>}
+ */
+async function startArith(op) {
+  const port = await freePort();
+  const instanceId = `${op}-test-${port}`;
+  const child = spawn(
+    ARITH_PYTHON,
+    ['-m', 'arith_svc', '--op', op, '--port', String(port), '--workers', '1', '--instance-id', instanceId],
+    { cwd: ARITH_DIR, stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let stderr = '';
+  child.stderr.on('data', (chunk) => {
+    stderr += chunk;
+  });
+  const url = `http://127.0.0.1:${port}`;
+  try {
+    await waitForHealth(url, child);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw new Error(`${err.message}\n${ARITH_PYTHON} stderr:\n${stderr}`);
+  }
+  return { url, port, instanceId, stop: () => terminate(child) };
+}
+
+/**
+ * Start the frontend in this process on a free port.
+ * @param {Record<string, string>} env environment variables (see config.js)
+ */
+async function startFrontend(env) {
+  const config = { ...loadConfig({ INSTANCE_ID: 'frontend-test', ...env }), port: 0 };
+  const logs = [];
+  const app = createApp(config, { log: (record) => logs.push(record) });
+  const { port } = await app.listen();
+  return { url: `http://127.0.0.1:${port}`, logs, app, close: () => app.close() };
+}
+
+/**
+ * TCP forwarder in front of `targetPort` that counts client connections.
+ * The first `dropFirst` connections are closed as soon as a request arrives
+ * (the client sees "socket hang up" before any response byte); `delayMs`
+ * holds back each chunk sent by the client.
+ */
+async function startCountingProxy(targetPort, { dropFirst = 0, delayMs = 0 } = {}) {
+  const state = { connections: 0 };
+  const sockets = new Set();
+  const server = net.createServer((client) => {
+    state.connections += 1;
+    sockets.add(client);
+    client.on('close', () => sockets.delete(client));
+    client.on('error', () => {});
+    if (state.connections <= dropFirst) {
+      client.once('data', () => client.destroy());
+      return;
+    }
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    client.setNoDelay(true);
+    upstream.setNoDelay(true);
+    sockets.add(upstream);
+    upstream.on('close', () => sockets.delete(upstream));
+    upstream.on('error', () => client.destroy());
+    upstream.pipe(client);
+    client.on('data', (chunk) => setTimeout(() => upstream.write(chunk), delayMs));
+    client.on('end', () => setTimeout(() => upstream.end(), delayMs));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    state,
+    url: `http://127.0.0.1:${server.address().port}`,
+    close: async () => {
+      for (const socket of sockets) socket.destroy();
+      server.close();
+      await once(server, 'close');
+    },
+  };
+}
+
+/** HTTP server answering every request with `handler`; counts requests. */
+async function startFakeServer(handler) {
+  const state = { requests: 0 };
+  const server = http.createServer((req, res) => {
+    state.requests += 1;
+    handler(req, res);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    state,
+    url: `http://127.0.0.1:${server.address().port}`,
+    close: async () => {
+      server.closeAllConnections();
+      server.close();
+      await once(server, 'close');
+    },
+  };
+}
+
+module.exports = {
+  ARITH_DIR,
+  compute,
+  freePort,
+  request,
+  startArith,
+  startCountingProxy,
+  startFakeServer,
+  startFrontend,
+  terminate,
+  waitForHealth,
+};

@@ -1,0 +1,72 @@
+'use strict';
+
+const { describe, it } = require('node:test');
+const assert = require('node:assert/strict');
+const os = require('node:os');
+const { loadConfig, ConfigError } = require('../src/config');
+
+describe('loadConfig', () => {
+  it('uses documented defaults', () => {
+    const config = loadConfig({});
+    assert.equal(config.bind, '127.0.0.1');
+    assert.equal(config.port, 8080);
+    assert.equal(config.instanceId, `${os.hostname()}:8080`);
+    assert.deepEqual(config.upstreams.add, {
+      name: 'add-svc',
+      baseUrl: 'http://127.0.0.1:9191',
+      timeoutMs: 2000,
+      retries: 1,
+      pool: { maxSockets: 8, maxRequestsPerSocket: 16, maxSocketAgeMs: 10000 },
+    });
+    assert.equal(config.upstreams.sub.name, 'sub-svc');
+    assert.equal(config.upstreams.sub.baseUrl, 'http://127.0.0.1:9192');
+  });
+
+  it('reads every variable, treating empty ones as unset', () => {
+    const config = loadConfig({
+      APP_BIND: '::1',
+      APP_PORT: '9000',
+      INSTANCE_ID: 'fe-1',
+      ADD_SVC_URL: 'http://localhost:7001/prefix/',
+      SUB_SVC_URL: '',
+      UPSTREAM_TIMEOUT_MS: '500',
+      UPSTREAM_RETRIES: '0',
+      UPSTREAM_MAX_SOCKETS: '2',
+      UPSTREAM_MAX_REQUESTS_PER_SOCKET: '100',
+      UPSTREAM_SOCKET_MAX_AGE_MS: '30000',
+    });
+    assert.equal(config.bind, '::1');
+    assert.equal(config.port, 9000);
+    assert.equal(config.instanceId, 'fe-1');
+    assert.equal(config.upstreams.add.baseUrl, 'http://localhost:7001/prefix');
+    assert.equal(config.upstreams.sub.baseUrl, 'http://127.0.0.1:9192');
+    assert.equal(config.upstreams.sub.timeoutMs, 500);
+    assert.equal(config.upstreams.sub.retries, 0);
+    assert.deepEqual(config.upstreams.sub.pool, { maxSockets: 2, maxRequestsPerSocket: 100, maxSocketAgeMs: 30000 });
+  });
+
+  const invalid = {
+    APP_BIND: 'not a host',
+    APP_PORT: '70000',
+    INSTANCE_ID: 'has space',
+    ADD_SVC_URL: 'https://127.0.0.1:9191',
+    SUB_SVC_URL: 'not-a-url',
+    UPSTREAM_TIMEOUT_MS: '0',
+    UPSTREAM_RETRIES: '-1',
+    UPSTREAM_MAX_SOCKETS: '1.5',
+    UPSTREAM_MAX_REQUESTS_PER_SOCKET: 'lots',
+    UPSTREAM_SOCKET_MAX_AGE_MS: '1e4',
+  };
+  for (const [name, value] of Object.entries(invalid)) {
+    it(`rejects ${name}=${value}`, () => {
+      assert.throws(
+        () => loadConfig({ [name]: value }),
+        (err) => err instanceof ConfigError && err.problems.length === 1 && err.problems[0].startsWith(`${name}=`),
+      );
+    });
+  }
+
+  it('reports all problems at once', () => {
+    assert.throws(() => loadConfig(invalid), (err) => err.problems.length === Object.keys(invalid).length);
+  });
+});
