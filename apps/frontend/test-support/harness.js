@@ -16,7 +16,9 @@ const { loadConfig } = require('../src/config');
 const { createApp } = require('../src/app');
 
 const ARITH_DIR = path.resolve(__dirname, '..', '..', 'arith');
-const ARITH_PYTHON = process.env.ARITH_PYTHON || 'python3';
+// A path (not a bare command name) is taken relative to the directory the tests run from.
+const pythonSetting = process.env.ARITH_PYTHON || 'python3';
+const ARITH_PYTHON = pythonSetting.includes('/') ? path.resolve(pythonSetting) : pythonSetting;
 
 /** A loopback port that was free a moment ago. */
 async function freePort() {
