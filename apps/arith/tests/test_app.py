@@ -16,6 +16,8 @@ EXECUTE = "/api/v1/execute"
         ("l=-5&r=3", -2),
         ("l=%2B7&r=0", 7),  # "+7": a literal + would decode to a space
         ("l=007&r=1", 8),
+        ("l=-0&r=0", 0),
+        (f"l=-{'0' * 5000}1&r=1", 0),  # leading zeros do not count toward the range
         (f"l={MAX_ABS_OPERAND}&r={MAX_ABS_OPERAND}", 2 * MAX_ABS_OPERAND),
         (f"l=-{MAX_ABS_OPERAND}&r=-{MAX_ABS_OPERAND}", -2 * MAX_ABS_OPERAND),
     ],

@@ -64,7 +64,7 @@ function readBody(req, limit) {
     req.on('end', () => resolve(Buffer.concat(chunks)));
     req.on('error', reject);
     req.on('close', () => {
-      if (!req.complete) reject(new Error('client closed the connection before sending the body'));
+      if (!req.complete) reject(new HttpError(400, 'client closed the connection before sending the whole body'));
     });
   });
 }
@@ -87,7 +87,7 @@ async function readExpression(req) {
   if (body === null || typeof body !== 'object' || Array.isArray(body)) {
     throw new HttpError(400, 'request body must be a JSON object');
   }
-  if (!('expression' in body)) throw new HttpError(400, 'missing field "expression"');
+  if (!Object.hasOwn(body, 'expression')) throw new HttpError(400, 'missing field "expression"');
   if (typeof body.expression !== 'string') throw new HttpError(400, 'field "expression" must be a string');
   return body.expression;
 }
