@@ -40,3 +40,8 @@ start-jobs: ## Deploy the catalog's workloads with the configured scheduler and 
 
 stop-jobs: ## Stop and remove the workloads
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/jobs.yml -e mesh_jobs_state=absent
+
+BENCH_DURATION ?= 30
+.PHONY: bench
+bench: ## Benchmark mesh vs direct path with wrk (BENCH_DURATION=30 s per run): bench/results/latest.{json,md,png}
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/bench.yml -e mesh_bench_duration=$(BENCH_DURATION)

@@ -1,0 +1,84 @@
+"""Benchmark harness, short form: `playbooks/bench.yml` runs, measures both paths and writes its results.
+
+This proves the harness works (non-zero throughput, zero errors, every file
+written, every component sampled), not the speed: docs/bench.md has the figures.
+The node is left as it was found: the direct path's transient unit is stopped.
+"""
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import ROOT
+
+DIRECT_UNIT = "mesh-bench-direct.service"
+
+
+@pytest.fixture(scope="module")
+def inventory():
+    path = os.environ.get("MOLECULE_INVENTORY_FILE")
+    if not path:
+        pytest.skip("runs under Molecule only: needs MOLECULE_INVENTORY_FILE to reach the node")
+    return path
+
+
+@pytest.fixture(scope="module")
+def bench(host, inventory, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    started = time.monotonic()
+    run = subprocess.run(
+        ["ansible-playbook", "-i", inventory, "playbooks/bench.yml",
+         "-e", "mesh_bench_duration=2", "-e", "mesh_bench_rounds=1", "-e", "mesh_bench_warmup=1",
+         "-e", f"mesh_bench_output={out}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    print(f"bench.yml took {time.monotonic() - started:.0f} s")
+    return run, out
+
+
+def test_the_playbook_succeeds(bench):
+    run, _ = bench
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+
+
+def test_results_json_markdown_and_chart_are_written(bench):
+    _, out = bench
+    for name in ("latest.json", "latest.md", "latest.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert (out / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "mesh / direct" in (out / "latest.md").read_text()
+
+
+def test_the_run_is_valid_with_throughput_on_both_paths_and_no_errors(bench):
+    _, out = bench
+    doc = json.loads((out / "latest.json").read_text())
+    assert doc["valid"] is True, doc["problems"]
+    assert doc["problems"] == []
+    for bench_name in ("compute", "hop"):
+        for path in ("mesh", "direct"):
+            s = doc["summary"][bench_name][path]
+            assert s["rps"] > 0, (bench_name, path, s)
+            assert s["requests"] > 0
+            assert s["socket_errors"] == 0 and s["non_2xx"] == 0 and s["wrong_body"] == 0, (bench_name, path, s)
+            assert s["latency_ms"]["p99"] > 0
+    assert doc["summary"]["compute"]["ratio"]["rps"] > 0
+
+
+def test_every_component_was_sampled(bench, instances):
+    _, out = bench
+    doc = json.loads((out / "latest.json").read_text())
+    names = {c["name"] for c in doc["summary"]["components"]}
+    expected = {"consul"} | {iid for _, iid in instances} | {f"proxy {iid}" for _, iid in instances}
+    assert expected <= names, expected - names
+    for row in doc["summary"]["components"]:
+        for path in ("mesh", "direct"):
+            assert row[path]["rss_mb_peak"] > 0, (row["name"], path, row)
+
+
+def test_the_direct_path_is_stopped_afterwards(host, bench):
+    state = host.run(f"systemctl show -p LoadState -p ActiveState {DIRECT_UNIT}").stdout
+    assert "ActiveState=active" not in state, state
+    assert not host.socket("tcp://127.0.0.1:8090").is_listening
