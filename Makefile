@@ -5,7 +5,9 @@ VENV      := .venv
 BIN       := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
-INVENTORY ?= inventory/lab
+# The Vagrant lab's inventory once `vagrant up` made it (same hosts, groups and
+# variables as provisioning), else inventory/lab.
+INVENTORY ?= $(if $(wildcard $(LAB_INVENTORY)/vagrant_ansible_inventory),$(LAB_INVENTORY),inventory/lab)
 SCENARIOS ?= default consul-archive
 
 .PHONY: help bootstrap image lint unit test-apps test molecule start-jobs stop-jobs
@@ -45,3 +47,42 @@ BENCH_DURATION ?= 30
 .PHONY: bench
 bench: ## Benchmark mesh vs direct path with wrk (BENCH_DURATION=30 s per run): bench/results/latest.{json,md,png}
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/bench.yml -e mesh_bench_duration=$(BENCH_DURATION)
+
+# --- The Vagrant lab (Vagrantfile, vagrant.yml, docs/vagrant.md) ------------
+# Provider: VirtualBox where installed, else libvirt where usable, else docker
+# (Docker Engine or podman's Docker API). PROVIDER=virtualbox|libvirt|docker forces one;
+# MESH_NODES, MESH_SERVERS, MESH_PROFILE=full|offline: see vagrant.yml.
+VAGRANT       ?= vagrant
+PROVIDER      ?=
+LAB_DIR       := $(or $(VAGRANT_DOTFILE_PATH),.vagrant)
+LAB_INVENTORY := $(LAB_DIR)/provisioners/ansible/inventory
+.PHONY: up down provision status click urls test-vagrant
+
+up: bootstrap ## Start the lab: vagrant up, provision, start-jobs; ends with the URLs and the profile used
+	@echo "==> vagrant up: decide provider and profile, boot the node(s)"
+	@$(VAGRANT) up --no-provision $(if $(PROVIDER),--provider=$(PROVIDER))
+	@echo "==> vagrant provision: playbooks/site.yml on every node (Consul, app runtimes and code)"
+	@$(VAGRANT) provision
+	@echo "==> start-jobs: deploy the workloads ($(LAB_INVENTORY))"
+	@$(MAKE) --no-print-directory start-jobs INVENTORY=$(LAB_INVENTORY)
+	@echo; scripts/lab urls
+
+provision: bootstrap ## Re-run the provisioning (vagrant provision: playbooks/site.yml); a clean re-run changes nothing
+	@echo "==> vagrant provision"
+	@$(VAGRANT) provision
+
+down: ## Destroy the lab (vagrant destroy -f): every node, its network and the recorded profile
+	@echo "==> vagrant destroy -f"
+	@$(VAGRANT) destroy -f
+
+status: ## The lab's machines, Consul members, services, instances and their health (exit 1 if unhealthy)
+	@scripts/lab status
+
+click: ## Send the sample request (1+1+2+...-5 = 9) to the frontend: prints the result and which instances answered
+	@scripts/lab click
+
+urls: ## The lab's URLs (Consul UI, Nomad UI, frontend) and the profile in use
+	@scripts/lab urls
+
+test-vagrant: bootstrap ## CI: docker-provider lab up, provision, 20 clicks, idempotent re-provision, destroy
+	@tests/vagrant/run
