@@ -1,0 +1,119 @@
+"""The nomad scheduler: the agent, one job per catalog service, healthy allocations, restarts, stop/start.
+
+Runs in the Molecule scenario `nomad` only (scripts/molecule-nomad), next to the
+shared tests (molecule/shared/tests). Calls go to the node's loopback from inside it.
+"""
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+import yaml
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+NOMAD = "http://127.0.0.1:4646"
+CONSUL = "http://127.0.0.1:8500"
+
+
+@pytest.fixture(scope="module")
+def services():
+    with open(os.path.join(ROOT, "inventory", "lab", "group_vars", "all", "catalog.yml"), encoding="utf-8") as fh:
+        return yaml.safe_load(fh)["mesh_catalog"]
+
+
+def _get(host, url):
+    out = host.check_output(f"curl -sf {url}")
+    return json.loads(out) if out else None
+
+
+def _running(host, job):
+    allocs = _get(host, f"{NOMAD}/v1/job/{job}/allocations")
+    return [a for a in allocs if a["DesiredStatus"] == "run" and a["ClientStatus"] == "running"]
+
+
+def _passing_ids(host, service):
+    return sorted(e["Service"]["ID"] for e in _get(host, f"{CONSUL}/v1/health/service/{service}?passing=1"))
+
+
+def test_nomad_agent_runs_as_a_server_and_client(host):
+    assert host.service("nomad").is_running and host.service("nomad").is_enabled
+    assert _get(host, f"{NOMAD}/v1/status/leader").endswith(":4647")
+    [node] = _get(host, f"{NOMAD}/v1/nodes")
+    assert node["Status"] == "ready"
+    assert node["Drivers"]["raw_exec"]["Healthy"]
+
+
+def test_nomad_ui_is_served(host):
+    assert host.check_output("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:4646/ui/") == "200"
+
+
+def test_nomad_config_passes_validation(host):
+    assert host.run("nomad config validate /etc/nomad.d").rc == 0
+
+
+def test_the_systemd_scheduler_left_nothing_behind(host):
+    assert host.run("ls /etc/systemd/system/mesh-app-*.service /etc/systemd/system/mesh-sidecar-*.service").rc != 0
+    assert host.run("ls /etc/consul.d/svc-*.json").rc != 0
+
+
+def test_one_job_per_catalog_service_with_all_allocations_running(host, services):
+    jobs = {j["ID"]: j for j in _get(host, f"{NOMAD}/v1/jobs")}
+    for svc in services:
+        assert jobs[svc["name"]]["Status"] == "running", svc["name"]
+        assert len(_running(host, svc["name"])) == svc["instances"], svc["name"]
+
+
+def test_each_registration_belongs_to_a_running_allocation(host, services):
+    for svc in services:
+        alloc_ids = {a["ID"] for a in _running(host, svc["name"])}
+        entries = _get(host, f"{CONSUL}/v1/health/service/{svc['name']}?passing=1")
+        assert {e["Service"]["Meta"]["nomad_alloc_id"] for e in entries} == alloc_ids
+
+
+def test_rendered_jobs_validate_and_plan_no_change(host, services):
+    for svc in services:
+        path = f"/etc/mesh/nomad-jobs/{svc['name']}.nomad.hcl"
+        assert host.run(f"nomad job validate {path}").rc == 0
+        plan = host.run(f"nomad job plan {path}")
+        assert plan.rc == 0, plan.stdout  # exit code 0: no allocations would be created or destroyed
+
+
+def test_a_killed_app_is_restarted_by_nomad_and_rejoins(host):
+    [alloc] = [a for a in _running(host, "add-svc") if a["Name"].endswith("[0]")]
+    assert host.run(f"nomad alloc signal -s SIGKILL {alloc['ID']} app").rc == 0
+    deadline = time.time() + 60
+    while True:
+        state = _get(host, f"{NOMAD}/v1/allocation/{alloc['ID']}")["TaskStates"]["app"]
+        if state["Restarts"] >= 1 and state["State"] == "running" and _passing_ids(host, "add-svc") == ["add-svc-1", "add-svc-2"]:
+            break
+        assert time.time() < deadline, f"add-svc-1 did not come back: {state}"
+        time.sleep(1)
+
+
+def _jobs_playbook(*extra):
+    inventory = os.environ.get("MOLECULE_INVENTORY_FILE")
+    if not inventory:
+        pytest.skip("runs under Molecule only: needs MOLECULE_INVENTORY_FILE")
+    args = ["ansible-playbook", "-i", inventory, "playbooks/jobs.yml"]
+    for item in extra:
+        args += ["-e", item]
+    run = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return run.returncode, run.stdout + run.stderr
+
+
+def test_zz_stop_jobs_stops_everything_and_start_jobs_brings_it_back(host, services):
+    """`make stop-jobs` then `make start-jobs` on the nomad scheduler (last: it redeploys)."""
+    rc, out = _jobs_playbook("mesh_jobs_state=absent")
+    assert rc == 0, out[-3000:]
+    remaining = {j["ID"] for j in _get(host, f"{NOMAD}/v1/jobs")}
+    assert not remaining & {s["name"] for s in services}
+    for svc in services:
+        assert _get(host, f"{CONSUL}/v1/health/service/{svc['name']}") == []
+
+    rc, out = _jobs_playbook()
+    assert rc == 0, out[-3000:]
+    for svc in services:
+        assert f"job {svc['name']}: {svc['instances']} desired, {svc['instances']} healthy" in " ".join(out.split())
+        assert len(_passing_ids(host, svc["name"])) == svc["instances"]
