@@ -92,6 +92,90 @@ def test_a_killed_app_is_restarted_by_nomad_and_rejoins(host):
         time.sleep(1)
 
 
+@pytest.fixture
+def agent_services(host):
+    return _get(host, f"{CONSUL}/v1/agent/services")
+
+
+def _srv_ports(host, name):
+    out = host.check_output(f"dig +short @127.0.0.1 -p 8600 {name} SRV")
+    return sorted(int(line.split()[2]) for line in out.splitlines() if line.strip())
+
+
+# The shared tests read the catalog's static ports (systemd scheduler); these are their
+# nomad-scheduler twins, reading the ports Nomad assigned from Consul's registrations.
+def test_ports_are_the_dynamic_ones_nomad_assigned(host, services, agent_services):
+    for svc in services:
+        for alloc in _running(host, svc["name"]):
+            index = int(alloc["Name"].rsplit("[", 1)[1].rstrip("]"))
+            iid = f"{svc['name']}-{index + 1}"
+            ports = {p["Label"]: p["Value"] for p in alloc["AllocatedResources"]["Shared"]["Ports"]}
+            assert agent_services[iid]["Port"] == ports["http"], iid
+            assert agent_services[f"{iid}-sidecar-proxy"]["Port"] == ports["sidecar"], iid
+            edge = svc.get("bind", "127.0.0.1") != "127.0.0.1"
+            assert (ports["http"] == svc["port"]) == edge, iid
+
+
+def test_sidecars_and_upstream_listeners_listen_on_registered_ports(host, services, agent_services):
+    for svc in services:
+        for i in range(svc["instances"]):
+            proxy = agent_services[f"{svc['name']}-{i + 1}-sidecar-proxy"]
+            assert host.socket(f"tcp://0.0.0.0:{proxy['Port']}").is_listening or \
+                host.socket(f"tcp://:::{proxy['Port']}").is_listening
+            for up in proxy["Proxy"].get("Upstreams") or []:
+                assert host.socket(f"tcp://127.0.0.1:{up['LocalBindPort']}").is_listening, up
+
+
+def test_dns_srv_returns_the_registered_ports(host, agent_services):
+    assert _srv_ports(host, "add-svc.service.consul") == sorted(
+        agent_services[f"add-svc-{n}"]["Port"] for n in (1, 2))
+    assert _srv_ports(host, "add-svc.connect.consul") == sorted(
+        agent_services[f"add-svc-{n}-sidecar-proxy"]["Port"] for n in (1, 2))
+
+
+def test_sidecar_port_demands_mesh_mtls(host, agent_services):
+    port = agent_services["add-svc-1-sidecar-proxy"]["Port"]
+    assert host.run(f"curl -s -m 3 http://127.0.0.1:{port}/health").rc != 0
+    assert host.run(f"curl -sk -m 3 https://127.0.0.1:{port}/health").rc != 0
+
+
+def test_app_ports_stay_on_loopback(host, services, agent_services):
+    node_ip = host.check_output("hostname -I").split()[0]
+    for svc in services:
+        if svc.get("bind", "127.0.0.1") != "127.0.0.1":
+            continue
+        for i in range(svc["instances"]):
+            port = agent_services[f"{svc['name']}-{i + 1}"]["Port"]
+            assert host.run(f"curl -s -m 2 http://{node_ip}:{port}/health").rc != 0, f"{svc['name']}-{i + 1}"
+
+
+def test_a_stopped_allocation_leaves_the_pool_and_its_replacement_rejoins(host):
+    """Failover on Nomad: the poststop task deregisters the instance at once; Nomad replaces it."""
+    [alloc] = [a for a in _running(host, "add-svc") if a["Name"].endswith("[0]")]
+    assert host.run(f"nomad alloc stop -detach {alloc['ID']}").rc == 0
+    deadline = time.time() + 30
+    while any(e["Service"]["Meta"].get("nomad_alloc_id") == alloc["ID"]
+              for e in _get(host, f"{CONSUL}/v1/health/service/add-svc")):
+        assert time.time() < deadline, "the stopped allocation's instance is still registered"
+        time.sleep(0.5)
+    results = [_compute(host) for _ in range(30)]
+    assert all(status == 200 for status in results), results
+    deadline = time.time() + 90
+    while True:
+        entries = _get(host, f"{CONSUL}/v1/health/service/add-svc?passing=1")
+        ids = {e["Service"]["ID"]: e["Service"]["Meta"]["nomad_alloc_id"] for e in entries}
+        if sorted(ids) == ["add-svc-1", "add-svc-2"] and ids["add-svc-1"] != alloc["ID"]:
+            break
+        assert time.time() < deadline, f"no replacement for add-svc-1 passes its check: {ids}"
+        time.sleep(1)
+
+
+def _compute(host):
+    out = host.run("curl -s -o /dev/null -w '%{http_code}' -m 10 -H 'Content-Type: application/json' "
+                   "-d '{\"expression\":\"1+1+2+3+4+5+6-1-2-3-4-5-6+9+8-4-5\"}' http://127.0.0.1:8080/api/v1/compute")
+    return int(out.stdout or 0)
+
+
 def _jobs_playbook(*extra):
     inventory = os.environ.get("MOLECULE_INVENTORY_FILE")
     if not inventory:
@@ -115,5 +199,6 @@ def test_zz_stop_jobs_stops_everything_and_start_jobs_brings_it_back(host, servi
     rc, out = _jobs_playbook()
     assert rc == 0, out[-3000:]
     for svc in services:
-        assert f"job {svc['name']}: {svc['instances']} desired, {svc['instances']} healthy" in " ".join(out.split())
+        n = svc["instances"]
+        assert f"{svc['name']}: {n}/{n} instances healthy (job {svc['name']}: {n} desired, {n} healthy;" in " ".join(out.split())
         assert len(_passing_ids(host, svc["name"])) == svc["instances"]
