@@ -124,6 +124,12 @@ def test_agent_config_prefers_consul_bind_addr(tmp_path):
     assert config["server"][0]["server_join"] == [{"retry_join": ["192.168.56.11:4648"]}]
 
 
+def test_cpu_total_compute_only_when_set(tmp_path):
+    assert "cpu_total_compute" not in _render(tmp_path, "nomad.hcl.j2", {})
+    config = hcl2.loads(_render(tmp_path, "nomad.hcl.j2", {"nomad_cpu_total_compute": 4000}), serialization_options=PARSE)
+    assert config["client"][0]["cpu_total_compute"] == 4000
+
+
 def test_client_only_node_has_no_server_block_settings(tmp_path):
     config = hcl2.loads(_render(tmp_path, "nomad.hcl.j2", {"nomad_server": False}), serialization_options=PARSE)
     assert config["server"] == [{"enabled": False}]
