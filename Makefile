@@ -61,13 +61,13 @@ LAB_INVENTORY := $(LAB_DIR)/provisioners/ansible/inventory
 up: bootstrap ## Start the lab: vagrant up, provision, start-jobs; ends with the URLs and the profile used
 	@echo "==> vagrant up: decide provider and profile, boot the node(s)"
 	@$(VAGRANT) up --no-provision $(if $(PROVIDER),--provider=$(PROVIDER))
-	@echo "==> vagrant provision: playbooks/site.yml on every node (Consul, app runtimes and code)"
-	@$(VAGRANT) provision
+	@echo "==> vagrant provision --provision-with site: playbooks/site.yml on every node (Consul, Nomad, the apps)"
+	@$(VAGRANT) provision --provision-with site
 	@echo "==> start-jobs: deploy the workloads ($(LAB_INVENTORY))"
 	@$(MAKE) --no-print-directory start-jobs INVENTORY=$(LAB_INVENTORY)
 	@echo; scripts/lab urls
 
-provision: bootstrap ## Re-run the provisioning (vagrant provision: playbooks/site.yml); a clean re-run changes nothing
+provision: bootstrap ## Re-run the provisioning (vagrant provision: site.yml, then jobs.yml); a clean re-run changes nothing
 	@echo "==> vagrant provision"
 	@$(VAGRANT) provision
 
