@@ -7,9 +7,19 @@ the node's loopback (commands run inside it) and to the node's own address.
 import json
 import os
 import shlex
+import subprocess
 
 import pytest
 import yaml
+
+# Which scheduler runs the workloads in this scenario (molecule/<scenario>/molecule.yml verifier env).
+SCHEDULER = os.environ.get("MESH_SCHEDULER", "systemd")
+# Tests of what only the systemd scheduler has: unit names and the catalog's static ports.
+# On Nomad (dynamic ports, allocations) their twins are in molecule/nomad/tests.
+systemd_only = pytest.mark.skipif(
+    SCHEDULER != "systemd",
+    reason=f"systemd scheduler only (units, static catalog ports): the {SCHEDULER} scenario tests its twin",
+)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 CATALOG_FILE = os.path.join(ROOT, "inventory", "lab", "group_vars", "all", "catalog.yml")
@@ -31,6 +41,24 @@ def catalog():
 def instances(catalog):
     """(service, instance id) pairs the systemd scheduler runs."""
     return [(svc["name"], f"{svc['name']}-{i + 1}") for svc in catalog for i in range(svc["instances"])]
+
+
+@pytest.fixture(scope="session")
+def inventory():
+    """The Molecule inventory, for tests that run the project's playbooks against the node."""
+    path = os.environ.get("MOLECULE_INVENTORY_FILE")
+    if not path:
+        pytest.skip("runs under Molecule only: needs MOLECULE_INVENTORY_FILE to reach the node")
+    return path
+
+
+def run_playbook(inventory, playbook, *extra_vars, timeout=600):
+    """ansible-playbook from the repository root (its ansible.cfg); returns (rc, whitespace-normalised output)."""
+    args = ["ansible-playbook", "-i", inventory, playbook]
+    for item in extra_vars:
+        args += ["-e", item]
+    run = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return run.returncode, " ".join((run.stdout + run.stderr).split())
 
 
 class Mesh:

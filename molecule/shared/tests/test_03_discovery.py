@@ -2,6 +2,8 @@
 
 import pytest
 
+from conftest import systemd_only
+
 
 @pytest.mark.parametrize("service", ["add-svc", "sub-svc"])
 def test_two_passing_instances(mesh, catalog, service):
@@ -23,11 +25,13 @@ def _srv(host, name):
     return sorted(line.split()[2] for line in out.splitlines() if line.strip())
 
 
+@systemd_only
 def test_dns_srv_returns_both_add_svc_instances(host, catalog):
     add = next(s for s in catalog if s["name"] == "add-svc")
     assert _srv(host, "add-svc.service.consul") == [str(add["port"]), str(add["port"] + 1)]
 
 
+@systemd_only
 def test_dns_connect_srv_returns_both_add_svc_proxies(host, catalog):
     add = next(s for s in catalog if s["name"] == "add-svc")
     assert _srv(host, "add-svc.connect.consul") == [str(add["sidecar_port"]), str(add["sidecar_port"] + 1)]

@@ -1,6 +1,6 @@
 """End to end: the frontend computes through Connect sidecars (mTLS) to add-svc and sub-svc."""
 
-from conftest import SEED_EXPRESSION
+from conftest import SEED_EXPRESSION, systemd_only
 
 
 def test_seed_expression_is_9_through_the_mesh(mesh):
@@ -17,6 +17,7 @@ def test_bad_expression_gets_400_and_no_upstream_call(mesh):
     assert "position" in body
 
 
+@systemd_only
 def test_upstream_traffic_is_mtls(host, catalog):
     """The sidecar's public port speaks TLS and demands a client certificate from the mesh CA."""
     add = next(s for s in catalog if s["name"] == "add-svc")

@@ -4,6 +4,8 @@ import time
 
 import pytest
 
+from conftest import systemd_only
+
 APP = "mesh-app-add-svc-1"
 # mesh_check_interval (2s) + 5 s, as the issue states the bound.
 SETTLE_SECONDS = 2 + 5
@@ -22,6 +24,7 @@ def _passing_ids(mesh):
     return sorted(e["Service"]["ID"] for e in mesh.consul("/v1/health/service/add-svc?passing=1"))
 
 
+@systemd_only
 def test_dead_instance_leaves_the_pool_and_rejoins(host, mesh, stopped_instance):
     assert not host.service(APP).is_running
     assert host.service("mesh-sidecar-add-svc-1").is_running  # only the app died, not its proxy

@@ -5,6 +5,8 @@ import socket
 
 import pytest
 
+from conftest import systemd_only
+
 PROBE = """
 consul connect proxy -service {source} -upstream add-svc:{port} >/tmp/probe-{source}.log 2>&1 &
 pid=$!
@@ -53,6 +55,7 @@ def _connects(ip, port):
         return False
 
 
+@systemd_only
 def test_app_ports_are_not_reachable_from_outside_the_node(node_ip, catalog):
     for svc in catalog:
         if svc.get("bind", "127.0.0.1") != "127.0.0.1":
@@ -61,6 +64,7 @@ def test_app_ports_are_not_reachable_from_outside_the_node(node_ip, catalog):
             assert not _connects(node_ip, svc["port"] + i), f"{svc['name']} app port {svc['port'] + i} is reachable"
 
 
+@systemd_only
 def test_sidecar_and_edge_ports_are_reachable_from_outside(node_ip, catalog):
     """Control for the test above: the node is reachable, only app ports are closed."""
     add = next(s for s in catalog if s["name"] == "add-svc")

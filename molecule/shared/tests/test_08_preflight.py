@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, SCHEDULER
 
 SNAPSHOT = (
     "sha256sum /etc/consul.d/* /etc/systemd/system/mesh*; "
@@ -78,4 +78,18 @@ def test_bad_catalog_stops_the_run_and_leaves_the_node_untouched(host, catalog, 
     assert message in " ".join(output.split()), output[-3000:]
     assert "Validate the service catalog" in output
     assert "Workloads" not in output.split("PLAY RECAP")[0].split("Validate the service catalog")[-1]
+    assert host.check_output(SNAPSHOT) == before
+
+
+@pytest.mark.skipif(SCHEDULER != "systemd", reason="needs a node without Nomad (the systemd scenario)")
+def test_nomad_scheduler_without_nomad_says_what_to_do_and_changes_nothing(host, inventory):
+    before = host.check_output(SNAPSHOT)
+    run = subprocess.run(
+        ["ansible-playbook", "-i", inventory, "playbooks/jobs.yml", "-e", "mesh_scheduler=nomad"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    output = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode != 0, output[-3000:]
+    assert "Nomad is not installed/running on" in output, output[-3000:]
+    assert "run `make provision` with MESH_PROFILE=full (needs HashiCorp's servers) or set mesh_scheduler=systemd" in output
     assert host.check_output(SNAPSHOT) == before
