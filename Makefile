@@ -10,10 +10,10 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 INVENTORY ?= $(if $(wildcard $(LAB_INVENTORY)/vagrant_ansible_inventory),$(LAB_INVENTORY),inventory/lab)
 SCENARIOS ?= default consul-archive
 
-.PHONY: help bootstrap image lint unit test-apps test molecule start-jobs stop-jobs
+.PHONY: help bootstrap image lint unit test-apps test test-all molecule molecule-nomad start-jobs stop-jobs
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 bootstrap: ## Install system packages, podman settings and the pinned Python toolchain (.venv)
 	@scripts/bootstrap
@@ -35,7 +35,13 @@ test-apps: bootstrap ## The sample apps' suites: pytest (add/sub-svc) and node -
 molecule: image ## Molecule scenarios on podman (SCENARIOS="default consul-archive")
 	@for s in $(SCENARIOS); do echo "==> molecule test -s $$s"; $(BIN)/molecule test -s $$s || exit 1; done
 
-test: lint unit test-apps molecule ## Everything CI runs: lint, unit tests, app suites, Molecule scenarios
+molecule-nomad: image ## Molecule scenario nomad (NOMAD_ARCHIVE=... or HashiCorp reachable); otherwise SKIPPED with the reason
+	@scripts/molecule-nomad
+
+test: ## Everything CI runs (lint, unit, apps, Molecule, Nomad, Vagrant), ending with one total line
+	@scripts/test-summary $(MAKE) --no-print-directory test-all
+
+test-all: lint unit test-apps molecule molecule-nomad test-vagrant
 
 start-jobs: ## Deploy the catalog's workloads with the configured scheduler and print healthy counts
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/jobs.yml
