@@ -12,7 +12,10 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, systemd_only
+
+# The bench's direct path calls the catalog's static app ports (systemd scheduler).
+pytestmark = systemd_only
 
 DIRECT_UNIT = "mesh-bench-direct.service"
 
