@@ -1,13 +1,11 @@
 """Preflight: a broken catalog stops the run with a message that says what to fix, and the node is untouched."""
 
 import copy
-import os
-import subprocess
 
 import pytest
 import yaml
 
-from conftest import ROOT, SCHEDULER
+from conftest import SCHEDULER, run_playbook
 
 SNAPSHOT = (
     "sha256sum /etc/consul.d/* /etc/systemd/system/mesh*; "
@@ -51,14 +49,6 @@ CASES = {
 }
 
 
-@pytest.fixture(scope="module")
-def inventory():
-    path = os.environ.get("MOLECULE_INVENTORY_FILE")
-    if not path:
-        pytest.skip("runs under Molecule only: needs MOLECULE_INVENTORY_FILE to reach the node")
-    return path
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_catalog_stops_the_run_and_leaves_the_node_untouched(host, catalog, inventory, tmp_path, case):
     mutate, extra, message = CASES[case]
@@ -69,13 +59,9 @@ def test_bad_catalog_stops_the_run_and_leaves_the_node_untouched(host, catalog, 
     extra_vars.write_text(yaml.safe_dump({"mesh_catalog": bad, **extra}))
 
     before = host.check_output(SNAPSHOT)
-    run = subprocess.run(
-        ["ansible-playbook", "-i", inventory, "playbooks/jobs.yml", "-e", f"@{extra_vars}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
-    output = run.stdout + run.stderr
-    assert run.returncode != 0, output
-    assert message in " ".join(output.split()), output[-3000:]
+    rc, output = run_playbook(inventory, "playbooks/jobs.yml", f"@{extra_vars}")
+    assert rc != 0, output[-3000:]
+    assert message in output, output[-3000:]
     assert "Validate the service catalog" in output
     assert "Workloads" not in output.split("PLAY RECAP")[0].split("Validate the service catalog")[-1]
     assert host.check_output(SNAPSHOT) == before
@@ -84,12 +70,8 @@ def test_bad_catalog_stops_the_run_and_leaves_the_node_untouched(host, catalog, 
 @pytest.mark.skipif(SCHEDULER != "systemd", reason="needs a node without Nomad (the systemd scenario)")
 def test_nomad_scheduler_without_nomad_says_what_to_do_and_changes_nothing(host, inventory):
     before = host.check_output(SNAPSHOT)
-    run = subprocess.run(
-        ["ansible-playbook", "-i", inventory, "playbooks/jobs.yml", "-e", "mesh_scheduler=nomad"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
-    output = " ".join((run.stdout + run.stderr).split())
-    assert run.returncode != 0, output[-3000:]
+    rc, output = run_playbook(inventory, "playbooks/jobs.yml", "mesh_scheduler=nomad")
+    assert rc != 0, output[-3000:]
     assert "Nomad is not installed/running on" in output, output[-3000:]
     assert "run `make provision` with MESH_PROFILE=full (needs HashiCorp's servers) or set mesh_scheduler=systemd" in output
     assert host.check_output(SNAPSHOT) == before
