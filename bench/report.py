@@ -217,7 +217,9 @@ def markdown_tables(doc, s):
     lines.append("CPU %: 100 = one core busy for the whole run (mean over the rounds); RSS: peak over the rounds, summed over "
                  "the unit's processes. Idle components still show their memory. Machine CPU busy during the runs "
                  f"(all tenants of the host): mesh {_f(s['compute']['mesh']['machine_cpu_busy_pct'])} %, "
-                 f"direct {_f(s['compute']['direct']['machine_cpu_busy_pct'])} % of {host.get('cpus', '?')} CPUs.")
+                 f"direct {_f(s['compute']['direct']['machine_cpu_busy_pct'])} % of {host.get('cpus', '?')} CPUs; "
+                 f"load average {'/'.join(host.get('loadavg_before', []))} before, "
+                 f"{'/'.join(host.get('loadavg_after', []))} after.")
     return "\n".join(lines) + "\n"
 
 
