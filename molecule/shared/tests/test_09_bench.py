@@ -6,13 +6,11 @@ The node is left as it was found: the direct path's transient unit is stopped.
 """
 
 import json
-import os
-import subprocess
 import time
 
 import pytest
 
-from conftest import ROOT, systemd_only
+from conftest import run_playbook, systemd_only
 
 # The bench's direct path calls the catalog's static app ports (systemd scheduler).
 pytestmark = systemd_only
@@ -21,30 +19,18 @@ DIRECT_UNIT = "mesh-bench-direct.service"
 
 
 @pytest.fixture(scope="module")
-def inventory():
-    path = os.environ.get("MOLECULE_INVENTORY_FILE")
-    if not path:
-        pytest.skip("runs under Molecule only: needs MOLECULE_INVENTORY_FILE to reach the node")
-    return path
-
-
-@pytest.fixture(scope="module")
 def bench(host, inventory, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     started = time.monotonic()
-    run = subprocess.run(
-        ["ansible-playbook", "-i", inventory, "playbooks/bench.yml",
-         "-e", "mesh_bench_duration=2", "-e", "mesh_bench_rounds=1", "-e", "mesh_bench_warmup=1",
-         "-e", f"mesh_bench_output={out}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )
+    run = run_playbook(inventory, "playbooks/bench.yml", "mesh_bench_duration=2", "mesh_bench_rounds=1",
+                       "mesh_bench_warmup=1", f"mesh_bench_output={out}")
     print(f"bench.yml took {time.monotonic() - started:.0f} s")
     return run, out
 
 
 def test_the_playbook_succeeds(bench):
-    run, _ = bench
-    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    (rc, output), _ = bench
+    assert rc == 0, output[-4000:]
 
 
 def test_results_json_markdown_and_chart_are_written(bench):
