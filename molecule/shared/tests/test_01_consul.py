@@ -15,9 +15,9 @@ def test_leader_elected(mesh):
     assert mesh.consul("/v1/status/leader").endswith(":8300")
 
 
-def test_listens_on_http_dns_and_server_ports(host):
+def test_listens_on_http_dns_and_server_ports(host, mesh):
     # HTTP and DNS on every address (consul_client_addr); the server RPC port on the node's bind address.
-    for spec in ("tcp://0.0.0.0:8500", "udp://0.0.0.0:8600", "tcp://8300"):
+    for spec in ("tcp://0.0.0.0:8500", "udp://0.0.0.0:8600", f"tcp://{mesh.consul('/v1/status/leader')}"):
         assert host.socket(spec).is_listening, spec
 
 
