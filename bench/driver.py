@@ -377,22 +377,15 @@ def main() -> int:
         for path, url in cfg["paths"].items():
             run_wrk(cfg, url, cfg["warmup"], cfg["threads"], cfg["connections"], compute_env,
                     args.lua, components, sample=False)
-        for seq, (rnd, path) in enumerate(alternate(list(cfg["paths"]), cfg["rounds"])):
-            print(f"compute round {rnd} {path}: {cfg['duration']} s", file=sys.stderr, flush=True)
-            res = run_wrk(cfg, cfg["paths"][path], cfg["duration"], cfg["threads"], cfg["connections"],
-                          compute_env, args.lua, components, sample=True)
-            res.update({"bench": "compute", "path": path, "round": rnd, "seq": seq,
-                        "threads": cfg["threads"], "connections": cfg["connections"]})
-            problems += run_problems(f"compute round {rnd} {path}", res)
-            runs.append(res)
-        for seq, (rnd, path) in enumerate(alternate(list(hop["paths"]), cfg["rounds"])):
-            print(f"hop round {rnd} {path}: {hop['duration']} s", file=sys.stderr, flush=True)
-            res = run_wrk(cfg, hop["paths"][path], hop["duration"], hop["threads"], hop["connections"],
-                          hop_env, args.lua, components, sample=True)
-            res.update({"bench": "hop", "path": path, "round": rnd, "seq": seq,
-                        "threads": hop["threads"], "connections": hop["connections"]})
-            problems += run_problems(f"hop round {rnd} {path}", res)
-            runs.append(res)
+        for bench, settings, env in (("compute", cfg, compute_env), ("hop", hop, hop_env)):
+            for seq, (rnd, path) in enumerate(alternate(list(settings["paths"]), cfg["rounds"])):
+                print(f"{bench} round {rnd} {path}: {settings['duration']} s", file=sys.stderr, flush=True)
+                res = run_wrk(cfg, settings["paths"][path], settings["duration"], settings["threads"],
+                              settings["connections"], env, args.lua, components, sample=True)
+                res.update({"bench": bench, "path": path, "round": rnd, "seq": seq,
+                            "threads": settings["threads"], "connections": settings["connections"]})
+                problems += run_problems(f"{bench} round {rnd} {path}", res)
+                runs.append(res)
         for res in runs:
             for name, usage in res["components"].items():
                 if usage["rss_mb_peak"] <= 0:
