@@ -10,7 +10,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 INVENTORY ?= $(if $(wildcard $(LAB_INVENTORY)/vagrant_ansible_inventory),$(LAB_INVENTORY),inventory/lab)
 SCENARIOS ?= default consul-archive
 
-.PHONY: help bootstrap image lint unit test-apps test test-all molecule molecule-nomad start-jobs stop-jobs
+.PHONY: help bootstrap image lint unit test-apps test test-all molecule molecule-nomad start-workloads stop-workloads model
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,8 +28,9 @@ lint: bootstrap ## ansible-lint (production profile) and yamllint
 unit: bootstrap ## Unit tests of the catalog, modules and renderers (no containers)
 	@echo "==> pytest tests/"; $(BIN)/pytest -q tests
 
-test-apps: bootstrap ## The sample apps' suites: pytest (add/sub-svc) and node --test (frontend, against real add/sub-svc)
+test-apps: bootstrap ## The sample apps' suites: pytest (add/sub-svc, double-svc) and node --test (frontend, against real add/sub-svc)
 	@echo "==> pytest apps/arith"; cd apps/arith && ../../$(BIN)/pytest -q
+	@echo "==> pytest apps/double"; cd apps/double && ../../$(BIN)/pytest -q
 	@echo "==> node --test apps/frontend"; cd apps/frontend && ARITH_PYTHON=$(CURDIR)/$(BIN)/python node --test test/
 
 molecule: image ## Molecule scenarios on podman (SCENARIOS="default consul-archive")
@@ -43,11 +44,14 @@ test: ## Everything CI runs (lint, unit, apps, Molecule, Nomad, Vagrant), ending
 
 test-all: lint unit test-apps molecule molecule-nomad test-vagrant
 
-start-jobs: ## Deploy the catalog's workloads with the configured scheduler and print healthy counts
-	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/jobs.yml
+start-workloads: ## Install the apps' code and deploy the catalog's workloads with the configured scheduler
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/workloads.yml
 
-stop-jobs: ## Stop and remove the workloads
-	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/jobs.yml -e mesh_jobs_state=absent
+stop-workloads: ## Stop and remove the workloads (on either scheduler)
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/workloads.yml -e mesh_workloads_state=absent
+
+model: ## Print the lab model: which instance runs on which node, with its ports (meshlab/model.py)
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/model.yml
 
 BENCH_DURATION ?= 30
 .PHONY: bench
@@ -64,16 +68,16 @@ LAB_DIR       := $(or $(VAGRANT_DOTFILE_PATH),.vagrant)
 LAB_INVENTORY := $(LAB_DIR)/provisioners/ansible/inventory
 .PHONY: up down provision status click urls test-vagrant
 
-up: bootstrap ## Start the lab: vagrant up, provision, start-jobs; ends with the URLs and the profile used
+up: bootstrap ## Start the lab: vagrant up, provision, start-workloads; ends with the URLs and the profile used
 	@echo "==> vagrant up: decide provider and profile, boot the node(s)"
 	@$(VAGRANT) up --no-provision $(if $(PROVIDER),--provider=$(PROVIDER))
-	@echo "==> vagrant provision --provision-with site: playbooks/site.yml on every node (Consul, Nomad, the apps)"
+	@echo "==> vagrant provision --provision-with site: playbooks/site.yml on every node (Consul; Nomad in the full profile)"
 	@$(VAGRANT) provision --provision-with site
-	@echo "==> start-jobs: deploy the workloads ($(LAB_INVENTORY))"
-	@$(MAKE) --no-print-directory start-jobs INVENTORY=$(LAB_INVENTORY)
+	@echo "==> start-workloads: the apps' code, intentions and instances ($(LAB_INVENTORY))"
+	@$(MAKE) --no-print-directory start-workloads INVENTORY=$(LAB_INVENTORY)
 	@echo; scripts/lab urls
 
-provision: bootstrap ## Re-run the provisioning (vagrant provision: site.yml, then jobs.yml); a clean re-run changes nothing
+provision: bootstrap ## Re-run the provisioning (vagrant provision: site.yml, then workloads.yml); a clean re-run changes nothing
 	@echo "==> vagrant provision"
 	@$(VAGRANT) provision
 

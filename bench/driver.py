@@ -2,7 +2,7 @@
 """Benchmark driver: runs ON the lab node (python3 standard library only).
 
 playbooks/bench.yml copies this file and request.lua to the node, writes the
-config (JSON) and runs:
+config (JSON, planned by meshlab/bench.py from the lab model) and runs:
 
     python3 driver.py --config bench.json --lua request.lua --out results.json
 
@@ -344,11 +344,8 @@ def main() -> int:
 
     problems: list[str] = []
     started = time.time()
-    components = [{"name": "consul", "unit": "consul.service", "kind": "consul"}]
-    components += [{"name": i, "unit": f"mesh-app-{i}.service", "kind": "app"} for i in cfg["instances"]]
-    components += [{"name": f"proxy {i}", "unit": f"mesh-sidecar-{i}.service", "kind": "proxy"} for i in cfg["instances"]]
-    components += [{"name": cfg["direct_name"], "unit": cfg["direct_unit"], "kind": "direct"},
-                   {"name": "journald", "unit": "systemd-journald.service", "kind": "system"}]
+    # What to sample, and each component's group, come from the plan (meshlab/bench.py).
+    components = [dict(c) for c in cfg["components"]]
     info = host_info()
 
     for comp in components:
@@ -357,7 +354,7 @@ def main() -> int:
         if props.get("ActiveState") != "active" or not source_pids(comp["source"]):
             problems.append(f"component {comp['name']}: unit {comp['unit']} is {props.get('ActiveState', '?')}")
 
-    compute_env = {"BENCH_METHOD": "POST", "BENCH_BODY": json.dumps({"expression": cfg["expression"]}),
+    compute_env = {"BENCH_METHOD": "POST", "BENCH_BODY": cfg["body"],
                    "BENCH_EXPECT": f'"result":{cfg["expected_result"]},'}
     hop = cfg["hop"]
     hop_env = {"BENCH_METHOD": "GET", "BENCH_EXPECT": f'"result":{hop["expected_result"]},'}

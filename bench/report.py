@@ -60,16 +60,6 @@ def _pairs(runs, bench):
     return out
 
 
-def _group(name, kind):
-    if kind == "proxy":
-        return "proxies"
-    if kind == "direct" or name.startswith("frontend"):
-        return "frontend"
-    if kind == "app":
-        return "add-svc/sub-svc"
-    return name.split(" ")[0]
-
-
 def summarize(doc):
     runs = doc.get("runs", [])
     compute = [r for r in runs if r["bench"] == "compute"]
@@ -102,12 +92,12 @@ def summarize(doc):
     s["hop"]["ratio_rps"] = _median(ratios(_pairs(runs, "hop"), "rps"))
 
     # Resources during the compute runs: mean CPU, peak RSS per component and path.
-    kinds = {c["name"]: c["kind"] for c in doc.get("components", [])}
-    kinds["wrk (load generator)"] = "load"
+    # Each component's group (consul, proxies, one per app, journald) comes from the plan (meshlab/bench.py).
+    known = {c["name"]: c for c in doc.get("components", [])}
+    known["wrk (load generator)"] = {"kind": "load", "group": "wrk"}
     comps = []
-    names = list(kinds)
-    for name in names:
-        row = {"name": name, "kind": kinds[name], "group": _group(name, kinds[name])}
+    for name, comp in known.items():
+        row = {"name": name, "kind": comp["kind"], "group": comp.get("group", comp["kind"])}
         for path in ("mesh", "direct"):
             usage = [r["components"][name] for r in compute if r["path"] == path and name in r.get("components", {})]
             row[path] = {

@@ -1,11 +1,14 @@
 """The consul_intentions module's reconciliation plan (the HTTP calls are exercised in Molecule)."""
 
+import importlib.util
 import pathlib
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "plugins" / "modules"))
-
-from consul_intentions import plan  # noqa: E402
+# An Ansible module is a script, not a package: load it from its file.
+_SPEC = importlib.util.spec_from_file_location(
+    "consul_intentions", pathlib.Path(__file__).resolve().parent.parent / "plugins" / "modules" / "consul_intentions.py")
+_MODULE = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(_MODULE)
+plan = _MODULE.plan
 
 
 def intention(ident, source, destination, action):

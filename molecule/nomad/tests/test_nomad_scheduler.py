@@ -1,26 +1,28 @@
-"""The nomad scheduler: the agent, one job per catalog service, healthy allocations, restarts, stop/start.
+"""The nomad scheduler: the agent, one job per service, healthy allocations, restarts, stop/start.
 
 Runs in the Molecule scenario `nomad` only (scripts/molecule-nomad), next to the
-shared tests (molecule/shared/tests). Calls go to the node's loopback from inside it.
+shared tests (molecule/shared/tests, whose conftest gives the lab model). Calls go
+to the node's loopback from inside it.
 """
 
 import json
-import os
-import subprocess
 import time
 
 import pytest
-import yaml
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+from conftest import instances_of, run_playbook
+
 NOMAD = "http://127.0.0.1:4646"
-CONSUL = "http://127.0.0.1:8500"
 
 
 @pytest.fixture(scope="module")
-def services():
-    with open(os.path.join(ROOT, "inventory", "lab", "group_vars", "all", "catalog.yml"), encoding="utf-8") as fh:
-        return yaml.safe_load(fh)["mesh_catalog"]
+def services(model):
+    return model["services"]
+
+
+@pytest.fixture(scope="module")
+def consul(model):
+    return model["settings"]["consul_http_addr"]
 
 
 def _get(host, url):
@@ -33,8 +35,8 @@ def _running(host, job):
     return [a for a in allocs if a["DesiredStatus"] == "run" and a["ClientStatus"] == "running"]
 
 
-def _passing_ids(host, service):
-    return sorted(e["Service"]["ID"] for e in _get(host, f"{CONSUL}/v1/health/service/{service}?passing=1"))
+def _passing_ids(host, consul, service):
+    return sorted(e["Service"]["ID"] for e in _get(host, f"{consul}/v1/health/service/{service}?passing=1"))
 
 
 def test_nomad_agent_runs_as_a_server_and_client(host):
@@ -46,7 +48,7 @@ def test_nomad_agent_runs_as_a_server_and_client(host):
 
 
 def test_nomad_ui_is_served(host):
-    assert host.check_output("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:4646/ui/") == "200"
+    assert host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' {NOMAD}/ui/") == "200"
 
 
 def test_nomad_config_passes_validation(host):
@@ -55,20 +57,20 @@ def test_nomad_config_passes_validation(host):
 
 def test_the_systemd_scheduler_left_nothing_behind(host):
     assert host.run("ls /etc/systemd/system/mesh-app-*.service /etc/systemd/system/mesh-sidecar-*.service").rc != 0
-    assert host.run("ls /etc/consul.d/svc-*.json").rc != 0
+    assert host.run("ls /etc/consul.d/services/*.json").rc != 0
 
 
-def test_one_job_per_catalog_service_with_all_allocations_running(host, services):
+def test_one_job_per_service_with_all_allocations_running(host, services):
     jobs = {j["ID"]: j for j in _get(host, f"{NOMAD}/v1/jobs")}
     for svc in services:
         assert jobs[svc["name"]]["Status"] == "running", svc["name"]
         assert len(_running(host, svc["name"])) == svc["instances"], svc["name"]
 
 
-def test_each_registration_belongs_to_a_running_allocation(host, services):
+def test_each_registration_belongs_to_a_running_allocation(host, services, consul):
     for svc in services:
         alloc_ids = {a["ID"] for a in _running(host, svc["name"])}
-        entries = _get(host, f"{CONSUL}/v1/health/service/{svc['name']}?passing=1")
+        entries = _get(host, f"{consul}/v1/health/service/{svc['name']}?passing=1")
         assert {e["Service"]["Meta"]["nomad_alloc_id"] for e in entries} == alloc_ids
 
 
@@ -80,29 +82,30 @@ def test_rendered_jobs_validate_and_plan_no_change(host, services):
         assert plan.rc == 0, plan.stdout  # exit code 0: no allocations would be created or destroyed
 
 
-def test_a_killed_app_is_restarted_by_nomad_and_rejoins(host):
+def test_a_killed_app_is_restarted_by_nomad_and_rejoins(host, model, consul):
     [alloc] = [a for a in _running(host, "add-svc") if a["Name"].endswith("[0]")]
     assert host.run(f"nomad alloc signal -s SIGKILL {alloc['ID']} app").rc == 0
+    want = sorted(i["id"] for i in instances_of(model, "add-svc"))
     deadline = time.time() + 60
     while True:
         state = _get(host, f"{NOMAD}/v1/allocation/{alloc['ID']}")["TaskStates"]["app"]
-        if state["Restarts"] >= 1 and state["State"] == "running" and _passing_ids(host, "add-svc") == ["add-svc-1", "add-svc-2"]:
+        if state["Restarts"] >= 1 and state["State"] == "running" and _passing_ids(host, consul, "add-svc") == want:
             break
-        assert time.time() < deadline, f"add-svc-1 did not come back: {state}"
+        assert time.time() < deadline, f"the killed add-svc app did not come back: {state}"
         time.sleep(1)
 
 
 @pytest.fixture
-def agent_services(host):
-    return _get(host, f"{CONSUL}/v1/agent/services")
+def agent_services(host, consul):
+    return _get(host, f"{consul}/v1/agent/services")
 
 
-def _srv_ports(host, name):
-    out = host.check_output(f"dig +short @127.0.0.1 -p 8600 {name} SRV")
+def _srv_ports(host, model, name):
+    out = host.check_output(f"dig +short @127.0.0.1 -p {model['settings']['consul_ports']['dns']} {name} SRV")
     return sorted(int(line.split()[2]) for line in out.splitlines() if line.strip())
 
 
-# The shared tests read the catalog's static ports (systemd scheduler); these are their
+# The shared tests read the model's static ports (systemd scheduler); these are their
 # nomad-scheduler twins, reading the ports Nomad assigned from Consul's registrations.
 def test_ports_are_the_dynamic_ones_nomad_assigned(host, services, agent_services):
     for svc in services:
@@ -112,93 +115,73 @@ def test_ports_are_the_dynamic_ones_nomad_assigned(host, services, agent_service
             ports = {p["Label"]: p["Value"] for p in alloc["AllocatedResources"]["Shared"]["Ports"]}
             assert agent_services[iid]["Port"] == ports["http"], iid
             assert agent_services[f"{iid}-sidecar-proxy"]["Port"] == ports["sidecar"], iid
-            edge = svc.get("bind", "127.0.0.1") != "127.0.0.1"
-            assert (ports["http"] == svc["port"]) == edge, iid
 
 
 def test_sidecars_and_upstream_listeners_listen_on_registered_ports(host, services, agent_services):
     for svc in services:
         for i in range(svc["instances"]):
             proxy = agent_services[f"{svc['name']}-{i + 1}-sidecar-proxy"]
-            assert host.socket(f"tcp://0.0.0.0:{proxy['Port']}").is_listening or \
-                host.socket(f"tcp://:::{proxy['Port']}").is_listening
+            assert host.socket(f"tcp://{proxy['Address']}:{proxy['Port']}").is_listening
             for up in proxy["Proxy"].get("Upstreams") or []:
-                assert host.socket(f"tcp://127.0.0.1:{up['LocalBindPort']}").is_listening, up
+                assert host.socket(f"tcp://{up['LocalBindAddress']}:{up['LocalBindPort']}").is_listening, up
 
 
-def test_dns_srv_returns_the_registered_ports(host, agent_services):
-    assert _srv_ports(host, "add-svc.service.consul") == sorted(
-        agent_services[f"add-svc-{n}"]["Port"] for n in (1, 2))
-    assert _srv_ports(host, "add-svc.connect.consul") == sorted(
-        agent_services[f"add-svc-{n}-sidecar-proxy"]["Port"] for n in (1, 2))
+def test_dns_srv_returns_the_registered_ports(host, model, agent_services):
+    ids = [i["id"] for i in instances_of(model, "add-svc")]
+    assert _srv_ports(host, model, "add-svc.service.consul") == sorted(agent_services[i]["Port"] for i in ids)
+    assert _srv_ports(host, model, "add-svc.connect.consul") == sorted(agent_services[f"{i}-sidecar-proxy"]["Port"] for i in ids)
 
 
 def test_sidecar_port_demands_mesh_mtls(host, agent_services):
-    port = agent_services["add-svc-1-sidecar-proxy"]["Port"]
-    assert host.run(f"curl -s -m 3 http://127.0.0.1:{port}/health").rc != 0
-    assert host.run(f"curl -sk -m 3 https://127.0.0.1:{port}/health").rc != 0
+    proxy = agent_services["add-svc-1-sidecar-proxy"]
+    assert host.run(f"curl -s -m 3 http://{proxy['Address']}:{proxy['Port']}/health").rc != 0
+    assert host.run(f"curl -sk -m 3 https://{proxy['Address']}:{proxy['Port']}/health").rc != 0
 
 
-def test_app_ports_stay_on_loopback(host, services, agent_services):
-    node_ip = host.check_output("hostname -I").split()[0]
+def test_app_ports_stay_on_loopback(host, services, agent_services, model):
+    node_ip = model["nodes"][next(iter(model["nodes"]))]["address"]
     for svc in services:
-        if svc.get("bind", "127.0.0.1") != "127.0.0.1":
+        if svc["bind"] != "127.0.0.1":
             continue
         for i in range(svc["instances"]):
             port = agent_services[f"{svc['name']}-{i + 1}"]["Port"]
             assert host.run(f"curl -s -m 2 http://{node_ip}:{port}/health").rc != 0, f"{svc['name']}-{i + 1}"
 
 
-def test_a_stopped_allocation_leaves_the_pool_and_its_replacement_rejoins(host):
+def test_a_stopped_allocation_leaves_the_pool_and_its_replacement_rejoins(host, mesh, model, consul):
     """Failover on Nomad: the poststop task deregisters the instance at once; Nomad replaces it."""
     [alloc] = [a for a in _running(host, "add-svc") if a["Name"].endswith("[0]")]
     assert host.run(f"nomad alloc stop -detach {alloc['ID']}").rc == 0
     deadline = time.time() + 30
     while any(e["Service"]["Meta"].get("nomad_alloc_id") == alloc["ID"]
-              for e in _get(host, f"{CONSUL}/v1/health/service/add-svc")):
+              for e in _get(host, f"{consul}/v1/health/service/add-svc")):
         assert time.time() < deadline, "the stopped allocation's instance is still registered"
         time.sleep(0.5)
-    results = [_compute(host) for _ in range(30)]
-    assert all(status == 200 for status in results), results
+    front = next(s for s in model["services"] if s["name"] == "frontend")
+    results = mesh.compute_many(30, url=f"http://127.0.0.1:{front['port']}/api/v1/compute")
+    assert all(status == 200 for status, _ in results), results
+    want = sorted(i["id"] for i in instances_of(model, "add-svc"))
     deadline = time.time() + 90
     while True:
-        entries = _get(host, f"{CONSUL}/v1/health/service/add-svc?passing=1")
+        entries = _get(host, f"{consul}/v1/health/service/add-svc?passing=1")
         ids = {e["Service"]["ID"]: e["Service"]["Meta"]["nomad_alloc_id"] for e in entries}
-        if sorted(ids) == ["add-svc-1", "add-svc-2"] and ids["add-svc-1"] != alloc["ID"]:
+        if sorted(ids) == want and alloc["ID"] not in ids.values():
             break
-        assert time.time() < deadline, f"no replacement for add-svc-1 passes its check: {ids}"
+        assert time.time() < deadline, f"no replacement for the stopped allocation passes its check: {ids}"
         time.sleep(1)
 
 
-def _compute(host):
-    out = host.run("curl -s -o /dev/null -w '%{http_code}' -m 10 -H 'Content-Type: application/json' "
-                   "-d '{\"expression\":\"1+1+2+3+4+5+6-1-2-3-4-5-6+9+8-4-5\"}' http://127.0.0.1:8080/api/v1/compute")
-    return int(out.stdout or 0)
-
-
-def _jobs_playbook(*extra):
-    inventory = os.environ.get("MOLECULE_INVENTORY_FILE")
-    if not inventory:
-        pytest.skip("runs under Molecule only: needs MOLECULE_INVENTORY_FILE")
-    args = ["ansible-playbook", "-i", inventory, "playbooks/jobs.yml"]
-    for item in extra:
-        args += ["-e", item]
-    run = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    return run.returncode, run.stdout + run.stderr
-
-
-def test_zz_stop_jobs_stops_everything_and_start_jobs_brings_it_back(host, services):
-    """`make stop-jobs` then `make start-jobs` on the nomad scheduler (last: it redeploys)."""
-    rc, out = _jobs_playbook("mesh_jobs_state=absent")
+def test_zz_stop_workloads_stops_everything_and_start_workloads_brings_it_back(host, services, inventory, consul):
+    """`make stop-workloads` then `make start-workloads` on the nomad scheduler (last: it redeploys)."""
+    rc, out = run_playbook(inventory, "playbooks/workloads.yml", "mesh_workloads_state=absent")
     assert rc == 0, out[-3000:]
     remaining = {j["ID"] for j in _get(host, f"{NOMAD}/v1/jobs")}
     assert not remaining & {s["name"] for s in services}
     for svc in services:
-        assert _get(host, f"{CONSUL}/v1/health/service/{svc['name']}") == []
+        assert _get(host, f"{consul}/v1/health/service/{svc['name']}") == []
 
-    rc, out = _jobs_playbook()
+    rc, out = run_playbook(inventory, "playbooks/workloads.yml")
     assert rc == 0, out[-3000:]
     for svc in services:
-        n = svc["instances"]
-        assert f"{svc['name']}: {n}/{n} instances healthy (job {svc['name']}: {n} desired, {n} healthy;" in " ".join(out.split())
-        assert len(_passing_ids(host, svc["name"])) == svc["instances"]
+        assert len(_passing_ids(host, consul, svc["name"])) == svc["instances"]
+        assert len(_running(host, svc["name"])) == svc["instances"]

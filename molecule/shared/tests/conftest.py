@@ -1,16 +1,20 @@
-"""Shared fixtures of the mesh scenarios' testinfra tests.
+"""Shared fixtures of the single-node mesh scenarios' testinfra tests (default, nomad).
 
-Tests run on the controller; `host` is the molecule node. Traffic goes only to
-the node's loopback (commands run inside it) and to the node's own address.
+Tests run on the controller; `host` is the Molecule node. Traffic goes only to
+the node's loopback (commands run inside it) and to the node's own address on
+the scenario's podman network. Every port, id, address and expression comes
+from the lab model as Ansible resolves it for the scenario (meshlab.testing).
 """
 
 import json
 import os
 import shlex
-import subprocess
 
 import pytest
-import yaml
+import testinfra
+
+from meshlab import SEED_EXPRESSION, SEED_RESULT
+from meshlab.testing import resolved_model, run_playbook  # noqa: F401 - re-exported for the test modules
 
 # Which scheduler runs the workloads in this scenario (molecule/<scenario>/molecule.yml verifier env).
 SCHEDULER = os.environ.get("MESH_SCHEDULER", "systemd")
@@ -20,27 +24,6 @@ systemd_only = pytest.mark.skipif(
     SCHEDULER != "systemd",
     reason=f"systemd scheduler only (units, static catalog ports): the {SCHEDULER} scenario tests its twin",
 )
-
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-CATALOG_FILE = os.path.join(ROOT, "inventory", "lab", "group_vars", "all", "catalog.yml")
-SEED_EXPRESSION = "1+1+2+3+4+5+6-1-2-3-4-5-6+9+8-4-5"
-
-
-def _load_catalog():
-    with open(CATALOG_FILE, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)["mesh_catalog"]
-
-
-@pytest.fixture(scope="session")
-def catalog():
-    """The service catalog as the inventory declares it (commands unrendered)."""
-    return _load_catalog()
-
-
-@pytest.fixture(scope="session")
-def instances(catalog):
-    """(service, instance id) pairs the systemd scheduler runs."""
-    return [(svc["name"], f"{svc['name']}-{i + 1}") for svc in catalog for i in range(svc["instances"])]
 
 
 @pytest.fixture(scope="session")
@@ -52,30 +35,58 @@ def inventory():
     return path
 
 
-def run_playbook(inventory, playbook, *extra_vars, timeout=600):
-    """ansible-playbook from the repository root (its ansible.cfg); returns (rc, whitespace-normalised output)."""
-    args = ["ansible-playbook", "-i", inventory, playbook]
-    for item in extra_vars:
-        args += ["-e", item]
-    run = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    return run.returncode, " ".join((run.stdout + run.stderr).split())
+@pytest.fixture(scope="session")
+def model(inventory):
+    """The lab model (meshlab.model.build) as the scenario's inventory resolves it."""
+    return resolved_model(inventory)
+
+
+@pytest.fixture(scope="session")
+def host(model):
+    """The scenario's one node, reached with `podman exec` (testinfra's ansible:// backend would run a
+    whole `ansible` command for every check, seconds each)."""
+    [name] = list(model["nodes"])
+    return testinfra.get_host(f"podman://{name}")
+
+
+@pytest.fixture(scope="session")
+def catalog(model):
+    """The service catalog as the inventory resolves it (templated)."""
+    return model["catalog"]
+
+
+@pytest.fixture(scope="session")
+def instances(model):
+    return model["instances"]
+
+
+def instance(model, iid):
+    return next(i for i in model["instances"] if i["id"] == iid)
+
+
+def instances_of(model, service):
+    return [i for i in model["instances"] if i["service"] == service]
 
 
 class Mesh:
-    """Run HTTP calls inside the node with one `host.run` each (fast, loopback only)."""
+    """HTTP calls made inside the node with one `host.run` each (fast, loopback only)."""
 
-    def __init__(self, host):
+    def __init__(self, host, model):
         self.host = host
+        self.model = model
+        self.api = model["settings"]["consul_http_addr"]
+        front = instances_of(model, "frontend")[0]
+        self.compute_url = f"http://127.0.0.1:{front['port']}/api/v1/compute"
 
     def consul(self, path):
-        out = self.host.check_output(f"curl -sf http://127.0.0.1:8500{path}")
+        out = self.host.check_output(f"curl -sf {self.api}{path}")
         return json.loads(out) if out else None
 
-    def compute_many(self, count, expression=SEED_EXPRESSION, url="http://127.0.0.1:8080/api/v1/compute"):
+    def compute_many(self, count, expression=SEED_EXPRESSION, url=None):
         """POST `count` compute requests sequentially; return [(status, body-dict)]."""
         script = (
             "import json,sys,urllib.request,urllib.error\n"
-            f"n={count}; expr={expression!r}; url={url!r}\n"
+            f"n={count}; expr={expression!r}; url={(url or self.compute_url)!r}\n"
             "out=[]\n"
             "for _ in range(n):\n"
             "    req=urllib.request.Request(url,data=json.dumps({'expression':expr}).encode(),"
@@ -92,8 +103,14 @@ class Mesh:
 
 
 @pytest.fixture
-def mesh(host):
-    return Mesh(host)
+def mesh(host, model):
+    return Mesh(host, model)
+
+
+@pytest.fixture(scope="session")
+def seed():
+    return {"expression": SEED_EXPRESSION, "result": SEED_RESULT,
+            "ops": [c for c in SEED_EXPRESSION if c in "+-"]}
 
 
 @pytest.hookimpl(hookwrapper=True)

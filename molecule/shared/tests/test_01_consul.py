@@ -11,18 +11,20 @@ def test_consul_runs_as_unprivileged_user(host):
     assert host.process.get(comm="consul", user="consul")  # the agent, not root
 
 
-def test_leader_elected(mesh):
-    assert mesh.consul("/v1/status/leader").endswith(":8300")
+def test_leader_elected_on_the_server_port(mesh, model):
+    leader = mesh.consul("/v1/status/leader")
+    assert leader.rsplit(":", 1)[1] == str(model["settings"]["consul_ports"]["server"]), leader
 
 
-def test_listens_on_http_dns_and_server_ports(host, mesh):
-    # HTTP and DNS on every address (consul_client_addr); the server RPC port on the node's bind address.
-    for spec in ("tcp://0.0.0.0:8500", "udp://0.0.0.0:8600", f"tcp://{mesh.consul('/v1/status/leader')}"):
+def test_listens_on_http_dns_and_server_ports(host, mesh, model):
+    # HTTP and DNS on every address (consul_agent_client_addr); the server RPC port on the node's bind address.
+    ports = model["settings"]["consul_ports"]
+    for spec in (f"tcp://0.0.0.0:{ports['http']}", f"udp://0.0.0.0:{ports['dns']}", f"tcp://{mesh.consul('/v1/status/leader')}"):
         assert host.socket(spec).is_listening, spec
 
 
-def test_ui_is_served(host):
-    out = host.check_output("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8500/ui/")
+def test_ui_is_served(host, model):
+    out = host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' {model['settings']['consul_http_addr']}/ui/")
     assert out == "200"
 
 
@@ -32,5 +34,5 @@ def test_connect_ca_has_a_root(mesh):
     assert any(root["Active"] for root in roots["Roots"])
 
 
-def test_config_passes_consul_validate(host):
-    assert host.run("consul validate /etc/consul.d").rc == 0
+def test_config_and_registrations_pass_consul_validate(host):
+    assert host.run("consul validate /etc/consul.d /etc/consul.d/services").rc == 0

@@ -1,4 +1,6 @@
-"""Proxies: every instance has a running sidecar, registered as a connect-proxy, listening on its port."""
+"""Proxies: every instance has a running sidecar, registered as a connect-proxy, listening on the node's address."""
+
+import json
 
 import pytest
 
@@ -6,46 +8,44 @@ from conftest import SCHEDULER, systemd_only
 
 
 @pytest.fixture(scope="module")
-def agent_services(host):
-    import json
-
-    return json.loads(host.check_output("curl -sf http://127.0.0.1:8500/v1/agent/services"))
+def agent_services(host, model):
+    return json.loads(host.check_output(f"curl -sf {model['settings']['consul_http_addr']}/v1/agent/services"))
 
 
 def test_a_sidecar_process_per_instance(host, instances):
     procs = host.check_output("ps -eo args")
-    for _service, iid in instances:
-        assert f"-sidecar-for {iid} " in procs, f"no sidecar process for {iid}"
+    for inst in instances:
+        assert f"-sidecar-for {inst['id']} " in procs, f"no sidecar process for {inst['id']}"
         if SCHEDULER == "systemd":
-            assert host.service(f"mesh-sidecar-{iid}").is_running
+            assert host.service(inst["units"]["sidecar"]).is_running
 
 
 def test_each_sidecar_is_registered_as_connect_proxy_for_its_instance(agent_services, instances):
-    for service, iid in instances:
-        proxy = agent_services.get(f"{iid}-sidecar-proxy")
-        assert proxy is not None, f"{iid}-sidecar-proxy not registered"
+    for inst in instances:
+        proxy = agent_services.get(f"{inst['id']}-sidecar-proxy")
+        assert proxy is not None, f"{inst['id']}-sidecar-proxy not registered"
         assert proxy["Kind"] == "connect-proxy"
-        assert proxy["Proxy"]["DestinationServiceName"] == service
-        assert proxy["Proxy"]["DestinationServiceID"] == iid
+        assert proxy["Proxy"]["DestinationServiceName"] == inst["service"]
+        assert proxy["Proxy"]["DestinationServiceID"] == inst["id"]
 
 
-def test_each_sidecar_listens_on_its_registered_port(host, agent_services, instances):
-    for _service, iid in instances:
-        port = agent_services[f"{iid}-sidecar-proxy"]["Port"]
-        assert host.socket(f"tcp://0.0.0.0:{port}").is_listening or host.socket(f"tcp://:::{port}").is_listening, iid
+def test_each_sidecar_listens_on_the_node_address_at_its_registered_port(host, agent_services, instances):
+    for inst in instances:
+        proxy = agent_services[f"{inst['id']}-sidecar-proxy"]
+        assert proxy["Address"] == inst["node_address"], inst["id"]
+        assert host.socket(f"tcp://{inst['node_address']}:{proxy['Port']}").is_listening, inst["id"]
 
 
 @systemd_only
-def test_frontend_upstream_listeners_on_loopback(host, catalog):
-    for svc in catalog:
-        for up in svc.get("upstreams") or []:
-            assert host.socket(f"tcp://127.0.0.1:{up['local_port']}").is_listening, up
+def test_upstream_listeners_on_each_instances_loopback_address(host, instances):
+    for inst in instances:
+        for up in inst["upstreams"]:
+            assert host.socket(f"tcp://{inst['upstream_address']}:{up['local_port']}").is_listening, (inst["id"], up)
 
 
 @systemd_only
 def test_a_killed_sidecar_is_restarted_by_systemd(host, instances):
-    _service, iid = instances[0]
-    unit = f"mesh-sidecar-{iid}"
+    unit = instances[0]["units"]["sidecar"]
     before = host.check_output(f"systemctl show -p MainPID --value {unit}")
     host.check_output(f"kill -9 {before}")
     for _ in range(20):

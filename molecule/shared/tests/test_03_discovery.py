@@ -1,37 +1,60 @@
-"""Discovery: Consul's catalog, health API and DNS know every instance."""
+"""Discovery: Consul's catalog, health API and DNS know exactly the instances the lab model declares."""
 
 import pytest
 
-from conftest import systemd_only
+from conftest import instances_of, systemd_only
 
 
+@pytest.fixture(scope="module")
+def services(model):
+    return [s["name"] for s in model["services"]]
+
+
+def test_passing_instances_are_the_models(mesh, model, services):
+    for service in services:
+        passing = mesh.consul(f"/v1/health/service/{service}?passing=1")
+        got = sorted(e["Service"]["ID"] for e in passing)
+        want = sorted(i["id"] for i in instances_of(model, service))
+        print(f"{service}: passing {got}")
+        assert got == want
+
+
+def test_catalog_lists_every_service_and_its_proxy(mesh, services):
+    registered = mesh.consul("/v1/catalog/services")
+    for name in services:
+        assert name in registered
+        assert f"{name}-sidecar-proxy" in registered
+
+
+def _srv(host, model, name):
+    """[(target address, port)] of a DNS SRV answer, asked of the node's agent."""
+    dns = model["settings"]["consul_ports"]["dns"]
+    out = host.check_output(f"dig +noall +answer +additional @127.0.0.1 -p {dns} {name} SRV")
+    targets, addresses = [], {}
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 8 and fields[3] == "SRV":
+            targets.append((fields[7], int(fields[6])))
+        elif len(fields) >= 5 and fields[3] == "A":
+            addresses[fields[0]] = fields[4]
+    return sorted((addresses.get(t, t), port) for t, port in targets)
+
+
+@systemd_only
+@pytest.mark.parametrize("service", ["add-svc", "sub-svc", "frontend"])
+def test_service_srv_says_where_each_app_really_listens(host, model, service):
+    """<svc>.service.consul: the app's own address (127.0.0.1 unless it binds publicly) and port."""
+    got = _srv(host, model, f"{service}.service.consul")
+    want = sorted((i["address"], i["port"]) for i in instances_of(model, service))
+    print(f"{service}.service.consul: {got}")
+    assert got == want
+
+
+@systemd_only
 @pytest.mark.parametrize("service", ["add-svc", "sub-svc"])
-def test_two_passing_instances(mesh, catalog, service):
-    expected = next(s["instances"] for s in catalog if s["name"] == service)
-    assert expected == 2
-    passing = mesh.consul(f"/v1/health/service/{service}?passing=1")
-    assert sorted(e["Service"]["ID"] for e in passing) == [f"{service}-1", f"{service}-2"]
-
-
-def test_catalog_lists_every_service_and_its_proxy(mesh, catalog):
-    services = mesh.consul("/v1/catalog/services")
-    for svc in catalog:
-        assert svc["name"] in services
-        assert f"{svc['name']}-sidecar-proxy" in services
-
-
-def _srv(host, name):
-    out = host.check_output(f"dig +short @127.0.0.1 -p 8600 {name} SRV")
-    return sorted(line.split()[2] for line in out.splitlines() if line.strip())
-
-
-@systemd_only
-def test_dns_srv_returns_both_add_svc_instances(host, catalog):
-    add = next(s for s in catalog if s["name"] == "add-svc")
-    assert _srv(host, "add-svc.service.consul") == [str(add["port"]), str(add["port"] + 1)]
-
-
-@systemd_only
-def test_dns_connect_srv_returns_both_add_svc_proxies(host, catalog):
-    add = next(s for s in catalog if s["name"] == "add-svc")
-    assert _srv(host, "add-svc.connect.consul") == [str(add["sidecar_port"]), str(add["sidecar_port"] + 1)]
+def test_connect_srv_lists_the_sidecars_on_the_node_address(host, model, service):
+    """<svc>.connect.consul: the sidecars' mTLS listeners, at the node's address: the name other nodes use."""
+    got = _srv(host, model, f"{service}.connect.consul")
+    want = sorted((i["node_address"], i["sidecar_port"]) for i in instances_of(model, service))
+    print(f"{service}.connect.consul: {got}")
+    assert got == want

@@ -1,27 +1,71 @@
 """End to end: the frontend computes through Connect sidecars (mTLS) to add-svc and sub-svc."""
 
-from conftest import SEED_EXPRESSION, systemd_only
+import json
+
+import pytest
+
+from conftest import instances_of, systemd_only
+from meshlab.testing import TLS_PROBE
 
 
-def test_seed_expression_is_9_through_the_mesh(mesh):
+def test_seed_expression_through_the_mesh(mesh, seed):
     [(status, body)] = mesh.compute_many(1)
     assert status == 200, body
-    assert body["result"] == 9
-    assert [c["op"] for c in body["calls"]] == [c for c in SEED_EXPRESSION if c in "+-"]
+    assert body["result"] == seed["result"]
+    assert [c["op"] for c in body["calls"]] == seed["ops"]
     assert {c["instance"].rsplit("-", 1)[0] for c in body["calls"]} == {"add-svc", "sub-svc"}
 
 
-def test_bad_expression_gets_400_and_no_upstream_call(mesh):
-    [(status, body)] = mesh.compute_many(1, expression="1++2")
-    assert status == 400
-    assert "position" in body
+def _app_log_lines(host, model):
+    """Access-log lines the arith instances wrote so far (one JSON line per request they served)."""
+    units = " ".join(f"-u {i['units']['app']}" for i in model["instances"] if i["app"] == "arith")
+    out = host.run(f"journalctl --no-pager -o cat {units}").stdout
+    return [line for line in out.splitlines() if line.startswith("{") and '"path":"/api/v1/execute"' in line]
 
 
 @systemd_only
-def test_upstream_traffic_is_mtls(host, catalog):
-    """The sidecar's public port speaks TLS and demands a client certificate from the mesh CA."""
-    add = next(s for s in catalog if s["name"] == "add-svc")
-    plain = host.run(f"curl -s -m 3 http://127.0.0.1:{add['sidecar_port']}/health")
-    assert plain.rc != 0  # plain HTTP is refused
-    tls = host.run(f"curl -sk -m 3 https://127.0.0.1:{add['sidecar_port']}/health")
-    assert tls.rc != 0  # TLS without a mesh client certificate is refused too
+def test_bad_expression_gets_400_and_no_upstream_call(host, mesh, model, seed):
+    """The 400 is the frontend's own: no add/sub instance logs a request for it.
+
+    Control: a good expression right after it shows up in the apps' logs with all its calls.
+    """
+    before = len(_app_log_lines(host, model))
+    [(status, body)] = mesh.compute_many(1, expression="1++2")
+    assert status == 400 and body["position"] == 2, body
+    [(status, body)] = mesh.compute_many(1)
+    assert status == 200
+    for _ in range(20):  # journald may take a moment to store the control's lines
+        new = _app_log_lines(host, model)[before:]
+        if len(new) >= len(seed["ops"]):
+            break
+        host.run("sleep 0.25")
+    print(f"app log lines after the bad and the good expression: {len(new)} (the good one makes {len(seed['ops'])})")
+    assert len(new) == len(seed["ops"])
+
+
+@systemd_only
+def test_sidecar_demands_a_client_certificate_from_the_mesh_ca(host, model):
+    """A live sidecar refuses, at the TLS layer, a client with no certificate and one from a foreign CA.
+
+    Control: the same client with a certificate the mesh CA issued (as `frontend`, which may call add-svc)
+    completes the handshake, verifies the sidecar's own certificate against the mesh CA, and gets HTTP 200.
+    """
+    add = instances_of(model, "add-svc")[0]
+    run = host.run("python3 -c %s %s %s %s", TLS_PROBE, add["node_address"], str(add["sidecar_port"]),
+                   model["settings"]["consul_http_addr"])
+    assert run.rc == 0, run.stderr
+    result = json.loads(run.stdout)
+    print(json.dumps(result, indent=1))
+    assert result["mesh_cert"]["tls"] is True and " 200 " in result["mesh_cert"]["http"] + " ", result
+    for case in ("no_cert", "foreign_ca"):
+        assert result[case]["tcp"] is True, (case, result[case])  # the port is open: a live sidecar answers
+        assert result[case]["tls"] is False, (case, result[case])  # and the TLS layer refuses the client
+
+
+@pytest.mark.parametrize("path", ["/health", "/api/v1/execute?l=1&r=2"])
+@systemd_only
+def test_sidecar_refuses_plain_http(host, model, path):
+    """Plain HTTP to a sidecar gets no HTTP answer (control: the mesh certificate above gets one)."""
+    add = instances_of(model, "add-svc")[0]
+    out = host.run(f"curl -s -m 3 -o /dev/null -w '%{{http_code}}' 'http://{add['node_address']}:{add['sidecar_port']}{path}'")
+    assert out.stdout.strip() in ("", "000"), out.stdout

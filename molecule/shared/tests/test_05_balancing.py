@@ -6,14 +6,15 @@ connection pool (apps/README.md) is what spreads requests while keeping keep-ali
 
 from collections import Counter
 
+from conftest import instances_of
 
-def test_load_is_spread_over_both_instances_of_each_service(mesh, catalog):
+
+def test_load_is_spread_over_every_instance_of_each_upstream(mesh, model):
     results = mesh.compute_many(100)
     assert all(status == 200 for status, _ in results), [r for r in results if r[0] != 200][:3]
     counts = Counter(call["instance"] for _, body in results for call in body["calls"])
     for name in ("add-svc", "sub-svc"):
-        svc = next(s for s in catalog if s["name"] == name)
-        per_instance = {f"{name}-{i + 1}": counts[f"{name}-{i + 1}"] for i in range(svc["instances"])}
+        per_instance = {i["id"]: counts[i["id"]] for i in instances_of(model, name)}
         total = sum(per_instance.values())
         assert total > 0
         for iid, n in per_instance.items():

@@ -1,4 +1,4 @@
-"""Preflight: a broken catalog stops the run with a message that says what to fix, and the node is untouched."""
+"""Preflight: a broken catalog stops the run, naming what to fix, and the node is untouched."""
 
 import copy
 
@@ -8,15 +8,15 @@ import yaml
 from conftest import SCHEDULER, run_playbook
 
 SNAPSHOT = (
-    "sha256sum /etc/consul.d/* /etc/systemd/system/mesh*; "
+    "sha256sum /etc/consul.d/* /etc/consul.d/services/* /etc/systemd/system/mesh* 2>/dev/null; "
     "systemctl list-units 'mesh-*' --all --plain --no-legend; "
-    "curl -sf http://127.0.0.1:8500/v1/connect/intentions | python3 -c "
+    "curl -sf {api}/v1/connect/intentions | python3 -c "
     "'import json,sys; print(sorted((i[\"SourceName\"],i[\"DestinationName\"],i[\"Action\"]) for i in json.load(sys.stdin)))'"
 )
 
 
-def _by_name(catalog, name):
-    return next(s for s in catalog if s["name"] == name)
+def _by_name(c, name):
+    return next(s for s in c if s["name"] == name)
 
 
 def _duplicate(c):
@@ -39,39 +39,49 @@ def _no_health_path(c):
     del _by_name(c, "sub-svc")["health_path"]
 
 
+def _pinned_to_unknown_node(c):
+    _by_name(c, "sub-svc")["placement"] = {"nodes": ["mesh-9"]}
+
+
+# Each case: how to break the catalog (or extra vars), and the facts its message must name.
 CASES = {
-    "duplicate service name": (_duplicate, {}, "service name 'add-svc' is declared 2 times"),
-    "port collision": (_port_collision, {}, "is used by add-svc-2 app port and sub-svc-1 app port"),
-    "upstream names no service": (_unknown_upstream, {}, "upstream 'mul-svc' names no service"),
-    "instance count below 1": (_zero_instances, {}, "instances is 0: it must be an integer of at least 1"),
-    "missing health path": (_no_health_path, {}, "service 'sub-svc': missing health_path"),
-    "unknown scheduler": (None, {"mesh_scheduler": "kubernetes"}, "mesh_scheduler is 'kubernetes': use one of systemd, nomad"),
+    "duplicate service name": (_duplicate, {}, ["'add-svc'", "2 times"]),
+    "port collision": (_port_collision, {}, ["add-svc-2 app port", "sub-svc-1 app port"]),
+    "upstream names no service": (_unknown_upstream, {}, ["'mul-svc'"]),
+    "instance count below 1": (_zero_instances, {}, ["'add-svc'", "instances is 0"]),
+    "missing health path": (_no_health_path, {}, ["'sub-svc'", "health_path"]),
+    "placement on a node that is no workload node": (_pinned_to_unknown_node, {}, ["'sub-svc'", "mesh-9", "mesh_nodes"]),
+    "unknown scheduler": (None, {"mesh_scheduler": "kubernetes"}, ["'kubernetes'", "systemd, nomad"]),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_catalog_stops_the_run_and_leaves_the_node_untouched(host, catalog, inventory, tmp_path, case):
-    mutate, extra, message = CASES[case]
-    bad = copy.deepcopy(catalog)
+def test_bad_catalog_stops_the_run_and_leaves_the_node_untouched(host, model, inventory, tmp_path, case):
+    mutate, extra, facts = CASES[case]
+    bad = copy.deepcopy(model["catalog"])
     if mutate:
         mutate(bad)
     extra_vars = tmp_path / "bad.yml"
     extra_vars.write_text(yaml.safe_dump({"mesh_catalog": bad, **extra}))
+    snapshot = SNAPSHOT.format(api=model["settings"]["consul_http_addr"])
 
-    before = host.check_output(SNAPSHOT)
-    rc, output = run_playbook(inventory, "playbooks/jobs.yml", f"@{extra_vars}")
+    before = host.check_output(snapshot)
+    rc, output = run_playbook(inventory, "playbooks/workloads.yml", f"@{extra_vars}", raw=True)
     assert rc != 0, output[-3000:]
-    assert message in output, output[-3000:]
-    assert "Validate the service catalog" in output
-    assert "Workloads" not in output.split("PLAY RECAP")[0].split("Validate the service catalog")[-1]
-    assert host.check_output(SNAPSHOT) == before
+    # It is the catalog check that failed, before the Workloads play began, and its message names the culprit.
+    assert "Validate the service catalog" in output and "PLAY [Workloads]" not in output, output[-3000:]
+    message = " ".join(output.split("Validate the service catalog", 1)[1].split())
+    for fact in facts:
+        assert fact in message, (fact, message[-2000:])
+    assert host.check_output(snapshot) == before
 
 
 @pytest.mark.skipif(SCHEDULER != "systemd", reason="needs a node without Nomad (the systemd scenario)")
-def test_nomad_scheduler_without_nomad_says_what_to_do_and_changes_nothing(host, inventory):
-    before = host.check_output(SNAPSHOT)
-    rc, output = run_playbook(inventory, "playbooks/jobs.yml", "mesh_scheduler=nomad")
+def test_nomad_scheduler_without_nomad_stops_before_any_change(host, model, inventory):
+    snapshot = SNAPSHOT.format(api=model["settings"]["consul_http_addr"])
+    before = host.check_output(snapshot)
+    rc, output = run_playbook(inventory, "playbooks/workloads.yml", "mesh_scheduler=nomad", raw=True)
     assert rc != 0, output[-3000:]
-    assert "Nomad is not installed/running on" in output, output[-3000:]
-    assert "run `make provision` with MESH_PROFILE=full (needs HashiCorp's servers) or set mesh_scheduler=systemd" in output
-    assert host.check_output(SNAPSHOT) == before
+    # The failed task is the nomad scheduler's check, and the message says how to get Nomad.
+    assert "Fail with what to do when Nomad is not there" in output and "MESH_PROFILE=full" in output, output[-3000:]
+    assert host.check_output(snapshot) == before

@@ -1,52 +1,57 @@
 """The catalog drives the node: scaling down removes an instance's units and registration,
-stop-jobs removes every workload, start-jobs brings the whole catalog back.
+stop-workloads removes every workload, start-workloads brings the whole catalog back.
 
-One sequence (three jobs.yml runs), since each step starts from the previous one's state.
+One sequence (three workloads.yml runs), since each step starts from the previous one's state.
+Every step is judged by the node's state (units, processes, Consul), never by the playbook's words.
 """
-
-import json
 
 import yaml
 
-from conftest import run_playbook, systemd_only
+from conftest import instances_of, run_playbook, systemd_only
+from meshlab.testing import resolved_model
 
 UNITS = "ls /etc/systemd/system/ | grep -E '^mesh-(app|sidecar)-' | sort || true"
 
 
-def _ids(mesh, service):
-    return sorted(e["Service"]["ID"] for e in mesh.consul(f"/v1/health/service/{service}"))
+def _ids(mesh, service, passing=False):
+    return sorted(e["Service"]["ID"] for e in mesh.consul(f"/v1/health/service/{service}{'?passing=1' if passing else ''}"))
+
+
+def _units_of(instances):
+    return sorted(u for i in instances for u in i["units"].values())
 
 
 @systemd_only
-def test_scale_down_then_stop_jobs_then_start_jobs(host, mesh, catalog, inventory, tmp_path):
-    smaller = [dict(s, instances=1) if s["name"] == "add-svc" else s for s in catalog]
+def test_scale_down_then_stop_then_start(host, mesh, model, inventory, tmp_path, seed):
+    smaller = [dict(s, instances=1) if s["name"] == "add-svc" else s for s in model["catalog"]]
     extra = tmp_path / "catalog.yml"
     extra.write_text(yaml.safe_dump({"mesh_catalog": smaller}))
+    scaled = resolved_model(inventory, f"@{extra}")
+    [kept] = instances_of(scaled, "add-svc")
+    [gone] = [i for i in instances_of(model, "add-svc") if i["id"] != kept["id"]]
     try:
         # 1. add-svc: 2 -> 1 instance.
-        rc, out = run_playbook(inventory, "playbooks/jobs.yml", f"@{extra}")
+        rc, out = run_playbook(inventory, "playbooks/workloads.yml", f"@{extra}")
         assert rc == 0, out[-3000:]
-        assert "add-svc: 1/1 instances healthy" in out
-        units = host.check_output(UNITS)
-        assert "add-svc-2" not in units and "mesh-app-add-svc-1.service" in units
-        assert not host.file("/etc/consul.d/svc-add-svc-2.json").exists
-        assert _ids(mesh, "add-svc") == ["add-svc-1"]
-        assert host.check_output("ps -eo args | grep -c '[s]idecar-for add-svc-2 ' || true") == "0"
+        assert host.check_output(UNITS).split() == _units_of(scaled["instances"])
+        assert not host.file(f"/etc/consul.d/services/{gone['id']}.json").exists
+        assert _ids(mesh, "add-svc") == [kept["id"]] == _ids(mesh, "add-svc", passing=True)
+        assert host.check_output(f"ps -eo args | grep -c '[s]idecar-for {gone['id']} ' || true") == "0"
         [(status, body)] = mesh.compute_many(1)
-        assert (status, body["result"]) == (200, 9)
+        assert (status, body["result"]) == (200, seed["result"])
 
-        # 2. stop-jobs: nothing of the workloads is left.
-        rc, out = run_playbook(inventory, "playbooks/jobs.yml", "mesh_jobs_state=absent")
+        # 2. stop-workloads: nothing of the workloads is left.
+        rc, out = run_playbook(inventory, "playbooks/workloads.yml", "mesh_workloads_state=absent")
         assert rc == 0, out[-3000:]
         assert host.check_output(UNITS) == ""
         assert host.check_output("ps -eo args | grep -c '[c]onnect proxy' || true") == "0"
         assert sorted(mesh.consul("/v1/catalog/services")) == ["consul"]
     finally:
-        # 3. start-jobs with the inventory's catalog: everything back, and the node as the other tests expect it.
-        rc, out = run_playbook(inventory, "playbooks/jobs.yml")
+        # 3. start-workloads with the inventory's catalog: everything back, and the node as the other tests expect it.
+        rc, out = run_playbook(inventory, "playbooks/workloads.yml")
     assert rc == 0, out[-3000:]
-    for svc in catalog:
-        assert f"{svc['name']}: {svc['instances']}/{svc['instances']} instances healthy" in out
-    assert _ids(mesh, "add-svc") == ["add-svc-1", "add-svc-2"]
+    assert host.check_output(UNITS).split() == _units_of(model["instances"])
+    for svc in model["services"]:
+        assert _ids(mesh, svc["name"], passing=True) == sorted(i["id"] for i in instances_of(model, svc["name"]))
     [(status, body)] = mesh.compute_many(1)
-    assert (status, body["result"]) == (200, 9), json.dumps(body)
+    assert (status, body["result"]) == (200, seed["result"]), body

@@ -1,0 +1,26 @@
+"""meshlab: the one model of the hello-servicemesh lab.
+
+Every consumer derives the lab's facts from here and nowhere else:
+
+* ``catalog``  - validation of the service catalog (``mesh_catalog``), placement rules;
+* ``model``    - expansion into instances: ids, nodes, ports, addresses, unit names,
+                 environment, argv, Consul registrations, sidecar argv, intentions;
+* ``nomad``    - the values of the Nomad jobs (built from the same model functions);
+* ``apps``     - which files of each app are installed, and the code revision that
+                 restarts its instances when it changes;
+* ``profile``  - the offline/full profile: the one probe and the one mapping to
+                 scheduler and install method (Vagrant and Ansible both use it);
+* ``bench``    - the benchmark plan (direct path, components to sample, URLs);
+* ``labstate`` - the shape of the Vagrant lab's state file;
+* ``testing``  - what every test suite shares (run_playbook, the resolved model).
+
+Ansible reaches it through the filter plugins in ``plugins/filter/mesh.py``;
+tests, bench/ and scripts/ import it. It is installed into the project's venv
+(``pip install -e .``, done by ``make bootstrap``) so that all of them import the
+same code without path tricks. Standard library only.
+"""
+
+SEED_EXPRESSION = "1+1+2+3+4+5+6-1-2-3-4-5-6+9+8-4-5"
+"""The 2018 seed's request: 16 upstream calls (8 additions, 8 subtractions)."""
+
+SEED_RESULT = 9

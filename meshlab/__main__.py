@@ -1,0 +1,75 @@
+"""Command line of the lab model: ``python -m meshlab <command>`` (the Vagrantfile and playbooks call it).
+
+    profile [--requested auto|full|offline]   the profile this lab takes, as JSON (probes HashiCorp for auto)
+    labstate PATH                             check a Vagrant lab state file's shape (exit 1 with the reasons)
+    ports                                     the guest ports the Vagrant lab forwards, as JSON
+    app-tarball APP                           pack the files of apps/APP a node gets as a deterministic tar in
+                                              .cache/apps/<app>-<revision>.tar (kept; printed)
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from . import apps, labstate, profile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _yaml(relpath):
+    import yaml  # the venv has it (Ansible's dependency)
+
+    with open(os.path.join(ROOT, relpath), encoding="utf-8") as fh:
+        return yaml.safe_load(fh) or {}
+
+
+def guest_ports():
+    """Consul's and Nomad's HTTP ports and the frontend's first port, from the lab's group_vars."""
+    consul = _yaml("inventory/lab/group_vars/all/consul.yml")["mesh_consul_ports"]["http"]
+    nomad = _yaml("inventory/lab/group_vars/all/nomad.yml")["mesh_nomad_ports"]["http"]
+    catalog = _yaml("inventory/lab/group_vars/all/catalog.yml")["mesh_catalog"]
+    frontend = next(s["port"] for s in catalog if s["name"] == "frontend")
+    return {"consul_ui": int(consul), "nomad_ui": int(nomad), "frontend": int(frontend)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m meshlab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    prof = sub.add_parser("profile", help="resolve the profile (probing HashiCorp for auto) and print it as JSON")
+    prof.add_argument("--requested", default="auto", choices=profile.CHOICES)
+    prof.add_argument("--nomad-everywhere", action="store_true", help="Nomad already answers on every node")
+    state = sub.add_parser("labstate", help="check a lab state file")
+    state.add_argument("path")
+    sub.add_parser("ports", help="guest ports of the Vagrant lab as JSON")
+    tar = sub.add_parser("app-tarball", help="the installed files of an app as a deterministic tar")
+    tar.add_argument("app")
+    args = parser.parse_args(argv)
+
+    if args.command == "profile":
+        problem = profile.probe() if args.requested == "auto" and not args.nomad_everywhere else None
+        print(json.dumps(profile.resolve(args.requested, problem, args.nomad_everywhere)))
+        return 0
+    if args.command == "labstate":
+        try:
+            labstate.load(args.path)
+        except (OSError, ValueError) as exc:
+            print(f"labstate: {exc}", file=sys.stderr)
+            return 1
+        print(f"labstate: {args.path} has the documented shape")
+        return 0
+    if args.command == "app-tarball":
+        path = os.path.join(ROOT, ".cache", "apps", f"{args.app}-{apps.revision(apps.SOURCE, args.app)}.tar")
+        if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            apps.tarball(apps.SOURCE, args.app, path + ".part")
+            os.replace(path + ".part", path)
+        print(path)
+        return 0
+    print(json.dumps(guest_ports()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

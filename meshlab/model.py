@@ -1,0 +1,274 @@
+"""The lab model: the catalog expanded into what every renderer and test needs.
+
+``build(catalog, nodes, settings)`` returns one JSON-able dict:
+
+    catalog      the catalog as given (templated)
+    settings     the settings it was built with (the Consul API, its ports, check timing, ...)
+    services     the catalog's services, with defaults filled in
+    instances    one entry per instance in the cluster: id (unique cluster-wide),
+                 node, ports, addresses, argv, environment, unit names, the Consul
+                 registration and the sidecar's argv
+    nodes        node name -> address and the ids of the instances placed there
+    apps         app directory -> language, services, installed path, revision
+    intentions   the allowed edges (each service may reach its upstreams)
+
+Placement: a service without ``placement`` has its instances dealt round-robin
+over the workload nodes in inventory order, continuing from one service to the
+next, so a service's instances land on different nodes while there are enough
+of them. ``placement: {nodes: [...]}`` or ``{group: <inventory group>}`` limits a
+service to those nodes (dealt round-robin over them). The nomad scheduler gets
+the same rule as a constraint (meshlab.nomad).
+
+Addresses: apps listen on 127.0.0.1 unless the catalog sets ``bind``; their
+Consul registration carries the address where the app really listens (so
+``<svc>.service.consul`` never points at an unreachable node address), while the
+sidecar's public mTLS listener binds to, and is registered at, the node's address
+(``<svc>.connect.consul`` is the name other nodes use).
+"""
+
+from . import apps as _apps
+from .catalog import LOOPBACK
+
+RUNTIMES = {
+    # interpreter: argv[0]; {venv} is the app's Python venv (<apps_dir>/venvs/<app>, outside its code
+    # directory, which is replaced whole when the code changes).
+    "python": {"interpreter": "{venv}/bin/python", "packages": ["python3", "python3-venv"]},
+    "node": {"interpreter": "/usr/bin/node", "packages": ["nodejs"]},
+}
+
+DEFAULTS = {
+    "apps_dir": "/opt/mesh/apps",
+    "apps_src": None,  # the repository's apps/ (meshlab.apps.SOURCE)
+    "check_interval": "2s",
+    "check_timeout": "1s",
+    "consul_bin": "consul",
+    "consul_http_addr": "http://127.0.0.1:8500",
+    "consul_ports": {},
+    "groups": {},
+}
+
+
+class ModelError(ValueError):
+    """The model cannot be built from these inputs (preflight reports the catalog's own errors first)."""
+
+
+def unit_names(instance_id):
+    """systemd units of one instance on the systemd scheduler."""
+    return {"app": f"mesh-app-{instance_id}.service", "sidecar": f"mesh-sidecar-{instance_id}.service"}
+
+
+def instance_id(service, index):
+    """`<service>-<n>`, n counting from 1 over the whole cluster."""
+    return f"{service}-{index}"
+
+
+def upstream_address(index):
+    """Loopback address of instance `index`'s upstream listeners: 127.0.0.<index>.
+
+    Every instance's sidecar opens the catalog's local ports for its upstreams; giving
+    each instance of a service its own loopback address lets several instances share a
+    node (Linux routes all of 127.0.0.0/8 to the loopback interface).
+    """
+    return f"127.0.0.{index}"
+
+
+def upstream_env(service, address=LOOPBACK):
+    """Environment that points an app at its local Connect upstream listeners on `address`."""
+    return {up["env"]: f"http://{address}:{up['local_port']}" for up in service.get("upstreams") or []}
+
+
+def registration(instance, settings):
+    """Consul service definition of one instance: the app, its HTTP health check, its Connect sidecar.
+
+    The app's own health check makes a dead instance leave the pool: the sidecar
+    gets Consul's default alias check on its parent, so upstream proxies stop
+    choosing it when the app fails. `instance` needs id, service, port,
+    sidecar_port, address, node_address, health_path, upstreams; ports and
+    addresses may be strings (the Nomad job's template expressions).
+    """
+    upstreams = [
+        {"destination_name": up["service"], "local_bind_address": instance.get("upstream_address", LOOPBACK),
+         "local_bind_port": up["local_port"]}
+        for up in instance.get("upstreams") or []
+    ]
+    return {
+        "service": {
+            "id": instance["id"],
+            "name": instance["service"],
+            "address": instance["address"],
+            "port": instance["port"],
+            "meta": {"instance": instance["id"]},
+            "check": {
+                "id": f"{instance['id']}-health",
+                "name": f"{instance['service']} HTTP {instance['health_path']}",
+                "http": f"http://{LOOPBACK}:{instance['port']}{instance['health_path']}",
+                "interval": settings["check_interval"],
+                "timeout": settings["check_timeout"],
+            },
+            "connect": {
+                "sidecar_service": {
+                    "address": instance["node_address"],
+                    "port": instance["sidecar_port"],
+                    # Consul's default sidecar checks dial 127.0.0.1, where this listener is not: the same two
+                    # checks, with the TCP one at the node's address (the alias one follows the app's health).
+                    "checks": [
+                        {"name": "Connect Sidecar Listening",
+                         "tcp": f"{instance['node_address']}:{instance['sidecar_port']}",
+                         "interval": settings["check_interval"], "timeout": settings["check_timeout"]},
+                        {"name": f"Connect Sidecar Aliasing {instance['id']}", "alias_service": instance["id"]},
+                    ],
+                    "proxy": {
+                        "local_service_address": LOOPBACK,
+                        "local_service_port": instance["port"],
+                        "config": {"bind_address": instance["node_address"]},
+                        "upstreams": upstreams,
+                    },
+                },
+            },
+        },
+    }
+
+
+def sidecar_argv(instance_ref, settings):
+    """argv of the sidecar proxy of one instance (systemd units and Nomad tasks)."""
+    return [settings["consul_bin"], "connect", "proxy", f"-http-addr={settings['consul_http_addr']}",
+            "-sidecar-for", instance_ref, "-log-level", "warn"]
+
+
+def intentions(catalog):
+    """The edges the catalog declares: each service may reach its upstreams, nothing else."""
+    edges = sorted({(svc["name"], up["service"]) for svc in catalog for up in svc.get("upstreams") or []})
+    return [{"source": s, "destination": d, "action": "allow"} for s, d in edges]
+
+
+def placement_nodes(service, names, groups):
+    """The workload nodes (of `names`, in inventory order) a service may run on (pins: in the pin's order)."""
+    placement = service.get("placement") or {}
+    if "nodes" in placement:
+        return [n for n in placement["nodes"] if n in names]
+    if "group" in placement:
+        members = set(groups.get(placement["group"], []))
+        return [n for n in names if n in members]
+    return names
+
+
+def _service(svc, settings):
+    runtime = RUNTIMES[svc["language"]]
+    app_dir = f"{settings['apps_dir']}/{svc['app']}"
+    venv = f"{settings['apps_dir']}/venvs/{svc['app']}"
+    return {
+        **svc,
+        "bind": svc.get("bind", LOOPBACK),
+        "env": {str(k): str(v) for k, v in (svc.get("env") or {}).items()},
+        "upstreams": list(svc.get("upstreams") or []),
+        "placement": svc.get("placement") or {},
+        "dir": app_dir,
+        "argv": [runtime["interpreter"].format(venv=venv)] + list(svc["args"]),
+    }
+
+
+def build(catalog, nodes, settings=None):
+    """The model of the lab; see the module's docstring. `nodes`: [{name, address}] of the workload nodes."""
+    settings = {**DEFAULTS, **(settings or {})}
+    if not nodes:
+        raise ModelError("no workload node: the inventory group mesh_nodes is empty")
+    missing = [n.get("name") for n in nodes if not n.get("address")]
+    if missing:
+        raise ModelError(f"no address for node(s) {', '.join(map(str, missing))}: gather facts or set mesh_node_address")
+    address = {n["name"]: n["address"] for n in nodes}
+    apps_src = settings["apps_src"] or _apps.SOURCE
+    services = [_service(svc, settings) for svc in catalog]
+    revisions = {app: _apps.revision(apps_src, app) for app in sorted({s["app"] for s in services})}
+    for svc in services:
+        svc["revision"] = revisions[svc["app"]]
+
+    instances = []
+    dealt = 0  # round-robin position over all workload nodes, shared by services without placement
+    for svc in services:
+        candidates = placement_nodes(svc, list(address), settings["groups"])
+        if not candidates:
+            raise ModelError(f"service '{svc['name']}' has no node to run on (placement {svc['placement']})")
+        for i in range(svc["instances"]):
+            if svc["placement"]:
+                node = candidates[i % len(candidates)]
+            else:
+                node = candidates[dealt % len(candidates)]
+                dealt += 1
+            iid = instance_id(svc["name"], i + 1)
+            port = svc["port"] + i
+            env = dict(svc["env"])
+            env.update(upstream_env(svc, upstream_address(i + 1)))
+            env.update({"APP_BIND": svc["bind"], "APP_PORT": str(port), "INSTANCE_ID": iid,
+                        "MESH_APP_REVISION": revisions[svc["app"]]})
+            inst = {
+                "id": iid,
+                "service": svc["name"],
+                "index": i + 1,
+                "node": node,
+                "node_address": address[node],
+                "app": svc["app"],
+                "language": svc["language"],
+                "port": port,
+                "sidecar_port": svc["sidecar_port"] + i,
+                "bind": svc["bind"],
+                # Where the app really listens: loopback, or the node's address for a public app.
+                "address": LOOPBACK if svc["bind"] == LOOPBACK else address[node],
+                "argv": list(svc["argv"]),
+                "workdir": svc["dir"],
+                "env": env,
+                "health_path": svc["health_path"],
+                "upstreams": list(svc["upstreams"]),
+                "upstream_address": upstream_address(i + 1),
+                "units": unit_names(iid),
+            }
+            inst["registration"] = registration(inst, settings)
+            inst["sidecar_argv"] = sidecar_argv(iid, settings)
+            instances.append(inst)
+
+    return {
+        "catalog": catalog,
+        "settings": {k: v for k, v in settings.items() if k != "apps_src"},
+        "services": services,
+        "instances": instances,
+        "nodes": {
+            n["name"]: {"address": n["address"], "instances": [i["id"] for i in instances if i["node"] == n["name"]]}
+            for n in nodes
+        },
+        "apps": {
+            app: {
+                "language": next(s["language"] for s in services if s["app"] == app),
+                "services": [s["name"] for s in services if s["app"] == app],
+                "dir": f"{settings['apps_dir']}/{app}",
+                "venv": f"{settings['apps_dir']}/venvs/{app}",
+                "revision": revisions[app],
+                "nodes": sorted({i["node"] for i in instances if i["app"] == app}),
+            }
+            for app in revisions
+        },
+        "runtimes": {lang: RUNTIMES[lang]["packages"] for lang in sorted({s["language"] for s in services})},
+        "intentions": intentions(catalog),
+    }
+
+
+def on_node(model, node):
+    """The instances placed on `node`."""
+    return [i for i in model["instances"] if i["node"] == node]
+
+
+def service(model, name):
+    return next(s for s in model["services"] if s["name"] == name)
+
+
+def instances_of(model, name):
+    return [i for i in model["instances"] if i["service"] == name]
+
+
+def summary(model):
+    """One line per node and per instance: where it runs and on which ports (`make model`)."""
+    lines = []
+    for name, node in model["nodes"].items():
+        lines.append(f"{name} ({node['address']}): {', '.join(node['instances']) or 'no instance'}")
+    for inst in model["instances"]:
+        lines.append(f"{inst['id']} on {inst['node']}: app {inst['address']}:{inst['port']}, "
+                     f"sidecar {inst['node_address']}:{inst['sidecar_port']}")
+    return lines

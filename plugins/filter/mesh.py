@@ -1,0 +1,51 @@
+"""Ansible's door to the lab model (meshlab/, installed into the project's venv).
+
+Every filter here only forwards to meshlab, so that playbooks, roles, tests,
+bench/ and scripts/ derive each fact from the same code.
+"""
+
+from meshlab import apps, bench, catalog, model, nomad, profile
+
+
+def mesh_lab_model(mesh_catalog, node_names, node_addresses, settings):
+    """meshlab.model.build: the catalog expanded and placed on the workload nodes."""
+    nodes = [{"name": n, "address": a} for n, a in zip(node_names, node_addresses)]
+    return model.build(mesh_catalog, nodes, settings)
+
+
+def mesh_catalog_errors(mesh_catalog, scheduler="systemd", reserved_ports=None, nodes=None, groups=None):
+    return catalog.errors(mesh_catalog, scheduler, reserved_ports, nodes, groups)
+
+
+def mesh_on_node(lab_model, node):
+    return model.on_node(lab_model, node)
+
+
+def mesh_profile_defaults(name):
+    return profile.defaults(name)
+
+
+def mesh_bench_plan(lab_model, options):
+    return bench.plan(lab_model, options)
+
+
+def mesh_bench_problems(lab_model, options):
+    return bench.problems(lab_model, options)
+
+
+class FilterModule:
+    """Ansible entry point."""
+
+    def filters(self):
+        return {
+            "mesh_lab_model": mesh_lab_model,
+            "mesh_catalog_errors": mesh_catalog_errors,
+            "mesh_on_node": mesh_on_node,
+            "mesh_model_summary": model.summary,
+            "mesh_apps_install_plan": apps.install_plan,
+            "mesh_profile_defaults": mesh_profile_defaults,
+            "mesh_bench_plan": mesh_bench_plan,
+            "mesh_bench_problems": mesh_bench_problems,
+            "mesh_nomad_job": nomad.job,
+            "hcl_string": nomad.hcl_string,
+        }
