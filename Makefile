@@ -8,7 +8,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # The Vagrant lab's inventory once `vagrant up` made it (same hosts, groups and
 # variables as provisioning), else inventory/lab.
 INVENTORY ?= $(if $(wildcard $(LAB_INVENTORY)/vagrant_ansible_inventory),$(LAB_INVENTORY),inventory/lab)
-SCENARIOS ?= default consul-archive
+SCENARIOS ?= default cluster consul-archive
 
 .PHONY: help bootstrap image lint unit test-apps test test-all molecule molecule-nomad start-workloads stop-workloads model
 

@@ -206,3 +206,33 @@ print(json.dumps({
                          write("roots.pem", "".join(r["RootCert"] for r in roots["Roots"]))),
 }))
 '''
+
+
+# --- Molecule and DNS helpers ------------------------------------------------------
+
+def molecule_inventory():
+    """The Molecule scenario's inventory; skips the test when it does not run under Molecule."""
+    path = os.environ.get("MOLECULE_INVENTORY_FILE")
+    if not path:
+        import pytest
+
+        pytest.skip("runs under Molecule only: needs MOLECULE_INVENTORY_FILE to reach the nodes")
+    return path
+
+
+def srv_records(dig_output):
+    """[(address, port)] of an SRV answer from `dig +noall +answer +additional`, targets resolved
+    through the additional A records (sorted)."""
+    targets, addresses = [], {}
+    for line in dig_output.splitlines():
+        fields = line.split()
+        if len(fields) >= 8 and fields[3] == "SRV":
+            targets.append((fields[7], int(fields[6])))
+        elif len(fields) >= 5 and fields[3] == "A":
+            addresses[fields[0]] = fields[4]
+    return sorted((addresses.get(t, t), port) for t, port in targets)
+
+
+def dig_srv(run, dns_port, name):
+    """SRV records of `name` asked of the local agent's DNS; `run(command)` runs a command on the node."""
+    return srv_records(run(f"dig +noall +answer +additional @127.0.0.1 -p {dns_port} {name} SRV"))

@@ -14,7 +14,7 @@ import pytest
 import testinfra
 
 from meshlab import SEED_EXPRESSION, SEED_RESULT
-from meshlab.testing import resolved_model, run_playbook  # noqa: F401 - re-exported for the test modules
+from meshlab.testing import molecule_inventory, resolved_model, run_playbook  # noqa: F401 - run_playbook: for the test modules
 
 # Which scheduler runs the workloads in this scenario (molecule/<scenario>/molecule.yml verifier env).
 SCHEDULER = os.environ.get("MESH_SCHEDULER", "systemd")
@@ -28,11 +28,8 @@ systemd_only = pytest.mark.skipif(
 
 @pytest.fixture(scope="session")
 def inventory():
-    """The Molecule inventory, for tests that run the project's playbooks against the node."""
-    path = os.environ.get("MOLECULE_INVENTORY_FILE")
-    if not path:
-        pytest.skip("runs under Molecule only: needs MOLECULE_INVENTORY_FILE to reach the node")
-    return path
+    """The Molecule inventory, for tests that run the project's playbooks against the nodes."""
+    return molecule_inventory()
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 import pytest
 
 from conftest import instances_of, systemd_only
+from meshlab.testing import dig_srv
 
 
 @pytest.fixture(scope="module")
@@ -27,17 +28,7 @@ def test_catalog_lists_every_service_and_its_proxy(mesh, services):
 
 
 def _srv(host, model, name):
-    """[(target address, port)] of a DNS SRV answer, asked of the node's agent."""
-    dns = model["settings"]["consul_ports"]["dns"]
-    out = host.check_output(f"dig +noall +answer +additional @127.0.0.1 -p {dns} {name} SRV")
-    targets, addresses = [], {}
-    for line in out.splitlines():
-        fields = line.split()
-        if len(fields) >= 8 and fields[3] == "SRV":
-            targets.append((fields[7], int(fields[6])))
-        elif len(fields) >= 5 and fields[3] == "A":
-            addresses[fields[0]] = fields[4]
-    return sorted((addresses.get(t, t), port) for t, port in targets)
+    return dig_srv(lambda cmd: host.check_output(cmd), model["settings"]["consul_ports"]["dns"], name)
 
 
 @systemd_only

@@ -1,0 +1,110 @@
+"""The three-node mesh: Raft, placement, the cross-node mesh, names that lead somewhere."""
+
+import json
+import subprocess
+from collections import Counter
+
+import pytest
+
+from meshlab.testing import TLS_PROBE, BoundedLoad, dig_srv, load_summary
+
+
+def test_three_raft_voters_one_leader_three_alive_members(cluster):
+    for node in cluster.names:
+        raft = cluster.consul(node, "/v1/operator/raft/configuration")
+        voters = sorted((s["Node"], s["Voter"], s["Leader"]) for s in raft["Servers"])
+        print(f"{node} sees {voters}")
+        assert [v[0] for v in voters] == sorted(cluster.names) and all(v[1] for v in voters)
+        assert sum(v[2] for v in voters) == 1
+        assert cluster.alive_members(node) == sorted(cluster.names)
+
+
+def test_every_instance_is_registered_on_the_node_the_model_places_it(cluster):
+    for svc in cluster.model["services"]:
+        entries = cluster.consul(cluster.names[0], f"/v1/health/service/{svc['name']}?passing=1")
+        got = sorted((e["Service"]["ID"], e["Node"]["Node"]) for e in entries)
+        want = sorted((i["id"], i["node"]) for i in cluster.instances(svc["name"]))
+        print(f"{svc['name']}: {got}")
+        assert got == want
+
+
+def _srv(cluster, node, name):
+    return dig_srv(lambda cmd: cluster.run(node, cmd).stdout, cluster.model["settings"]["consul_ports"]["dns"], name)
+
+
+@pytest.mark.parametrize("service", ["add-svc", "sub-svc"])
+def test_connect_srv_spans_nodes_and_is_the_same_from_every_node(cluster, service):
+    want = sorted((i["node_address"], i["sidecar_port"]) for i in cluster.instances(service))
+    assert len({a for a, _ in want}) >= 2, f"{service} is not spread over nodes: {want}"
+    for node in cluster.names:
+        got = _srv(cluster, node, f"{service}.connect.consul")
+        print(f"{service}.connect.consul from {node}: {got}")
+        assert got == want
+
+
+def test_a_sidecar_on_another_node_answers_mesh_mtls_only(cluster):
+    """From each node, every add-svc sidecar elsewhere: open, refuses no/foreign certificates, serves a mesh one."""
+    for node in cluster.names:
+        for inst in cluster.instances("add-svc"):
+            if inst["node"] == node:
+                continue
+            run = cluster.run(node, "python3 -c %s %s %s %s", TLS_PROBE, inst["node_address"], str(inst["sidecar_port"]),
+                              cluster.api)
+            assert run.rc == 0, run.stderr
+            result = json.loads(run.stdout)
+            print(f"{node} -> {inst['id']} on {inst['node']}: {result}")
+            assert result["mesh_cert"]["tls"] is True and " 200 " in result["mesh_cert"]["http"] + " "
+            assert result["no_cert"]["tls"] is False and result["foreign_ca"]["tls"] is False
+
+
+def test_service_names_say_where_each_app_listens(cluster):
+    """add-svc.service.consul answers 127.0.0.1 (its apps listen on loopback only); frontend its nodes' addresses."""
+    node = cluster.names[0]
+    assert _srv(cluster, node, "add-svc.service.consul") == sorted(("127.0.0.1", i["port"]) for i in cluster.instances("add-svc"))
+    assert _srv(cluster, node, "frontend.service.consul") == sorted(
+        (i["address"], i["port"]) for i in cluster.instances("frontend"))
+
+
+def test_seed_from_outside_the_nodes_balances_across_nodes(cluster, seed):
+    """From the controller to each frontend: 9, and add/sub instances on at least two nodes answer."""
+    for fe in cluster.instances("frontend"):
+        records = BoundedLoad(cluster.compute_url(fe["id"]), seed["body"], rate=20, seconds=5).start().join()
+        summary = load_summary(records, ok=lambda r: r["status"] == 200 and r["body"]["result"] == seed["result"])
+        calls = Counter(c["instance"] for r in records if r["body"] for c in r["body"].get("calls", []))
+        nodes = Counter(cluster.node_of(i) for i in calls)
+        print(f"{fe['id']} on {fe['node']}: {summary}; calls per instance {dict(calls)}; per node {dict(nodes)}")
+        assert summary["failed"] == 0 and summary["requests"] == 100
+        for service in ("add-svc", "sub-svc"):
+            answered = {cluster.node_of(i) for i in calls if i.startswith(service)}
+            assert len(answered) >= 2, f"{service} answered from {answered} only"
+
+
+def test_intentions_hold_across_nodes(cluster):
+    """A throw-away proxy on one node: `intruder` is refused by add-svc instances on other nodes, `frontend` is not."""
+    node = cluster.names[0]
+    probe = ("consul connect proxy -http-addr={api} -service {source} -upstream add-svc:{port} >/dev/null 2>&1 & pid=$!; "
+             "for _ in $(seq 50); do ss -ltn | grep -q ':{port} ' && break; sleep 0.1; done; "
+             "for i in $(seq 12); do curl -s -m 5 'http://127.0.0.1:{port}/api/v1/execute?l=1&r=2'; echo; done; kill $pid")
+    allowed = cluster.run(node, "bash -c %s", probe.format(api=cluster.api, source="frontend", port=19192)).stdout
+    refused = cluster.run(node, "bash -c %s", probe.format(api=cluster.api, source="intruder", port=19191)).stdout
+    print(f"frontend: {allowed!r}\nintruder: {refused!r}")
+    answers = [json.loads(line)["instance"] for line in allowed.splitlines() if line.startswith("{")]
+    assert len(answers) == 12 and {cluster.node_of(i) for i in answers} - {node}, answers  # other nodes answered
+    assert '"result"' not in refused
+
+
+def test_app_ports_are_closed_to_other_nodes(cluster):
+    for inst in cluster.instances():
+        if inst["bind"] != "127.0.0.1":
+            continue
+        other = next(n for n in cluster.names if n != inst["node"])
+        res = cluster.run(other, f"curl -s -m 2 -o /dev/null http://{inst['node_address']}:{inst['port']}/health")
+        assert res.rc != 0, f"{inst['id']}'s app port is reachable from {other}"
+        ok = cluster.run(other, f"timeout 2 bash -c '</dev/tcp/{inst['node_address']}/{inst['sidecar_port']}'")
+        assert ok.rc == 0, f"control: {inst['id']}'s sidecar port should be reachable from {other}"
+
+
+def test_podman_reaches_the_nodes(cluster):
+    """The failure tests drive the nodes with podman: each node is a running container of that name."""
+    out = subprocess.run(["podman", "ps", "--format", "{{.Names}}"], capture_output=True, text=True, check=True).stdout
+    assert set(cluster.names) <= set(out.split())
