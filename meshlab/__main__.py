@@ -25,8 +25,9 @@ def _yaml(relpath):
 
 
 def guest_ports():
-    """Consul's and Nomad's HTTP ports and the frontend's first port, from the lab's group_vars."""
-    consul = _yaml("inventory/lab/group_vars/all/consul.yml")["mesh_consul_ports"]["http"]
+    """Consul's HTTPS port (the UI and API from outside a node), Nomad's HTTP port and the frontend's
+    first port, from the lab's group_vars."""
+    consul = _yaml("inventory/lab/group_vars/all/consul.yml")["mesh_consul_ports"]["https"]
     nomad = _yaml("inventory/lab/group_vars/all/nomad.yml")["mesh_nomad_ports"]["http"]
     catalog = _yaml("inventory/lab/group_vars/all/catalog.yml")["mesh_catalog"]
     frontend = next(s["port"] for s in catalog if s["name"] == "frontend")

@@ -44,6 +44,8 @@ DEFAULTS = {
     "consul_bin": "consul",
     "consul_http_addr": "http://127.0.0.1:8500",
     "consul_ports": {},
+    "tokens_dir": "/etc/mesh/tokens",
+    "user": "mesh",
     "groups": {},
 }
 
@@ -129,9 +131,15 @@ def registration(instance, settings):
     }
 
 
-def sidecar_argv(instance_ref, settings):
-    """argv of the sidecar proxy of one instance (systemd units and Nomad tasks)."""
+def token_file(name, settings):
+    """The node file with the ACL token of an instance (systemd) or a service (Nomad): root:mesh 0640."""
+    return f"{settings['tokens_dir']}/{name}"
+
+
+def sidecar_argv(instance_ref, settings, token_ref=None):
+    """argv of the sidecar proxy of one instance (systemd units and Nomad tasks); its token comes from a file."""
     return [settings["consul_bin"], "connect", "proxy", f"-http-addr={settings['consul_http_addr']}",
+            f"-token-file={token_file(token_ref or instance_ref, settings)}",
             "-sidecar-for", instance_ref, "-log-level", "warn"]
 
 
@@ -223,6 +231,7 @@ def build(catalog, nodes, settings=None):
             }
             inst["registration"] = registration(inst, settings)
             inst["sidecar_argv"] = sidecar_argv(iid, settings)
+            inst["token_file"] = token_file(iid, settings)
             instances.append(inst)
 
     return {

@@ -16,7 +16,7 @@ can break out of its string:
   Nomad ``template`` renders from ``meshlab.model.registration`` - the same
   definition the systemd scheduler writes - with Nomad's ports and addresses;
 * task ``app``: the service's argv, environment and working directory;
-* task ``sidecar``: exactly ``meshlab.model.sidecar_argv``;
+* task ``sidecar``: exactly ``meshlab.model.sidecar_argv`` (with the service's token file);
 * task ``deregister`` (poststop): ``consul services deregister``.
 
 Instance ids are ``<service>-<n>`` (n = NOMAD_ALLOC_INDEX + 1), as on systemd.
@@ -28,7 +28,7 @@ import json
 import re
 
 from .catalog import LOOPBACK
-from .model import placement_nodes, registration, sidecar_argv, upstream_env
+from .model import placement_nodes, registration, sidecar_argv, token_file, upstream_env
 
 # consul-template (Nomad `template` blocks) expressions.
 ALLOC_NUMBER = '{{ env "NOMAD_ALLOC_INDEX" | parseInt | add 1 }}'
@@ -137,8 +137,11 @@ def job(service, model):
     env["APP_PORT"] = hcl_interpolated("${NOMAD_PORT_http}")
     env["MESH_APP_REVISION"] = hcl_string(service["revision"])
 
-    proxy = sidecar_argv(INSTANCE_REF, settings)
+    # One ACL token per service on Nomad (allocations are not known in advance): the scheduler
+    # writes it to every node before it submits the job.
+    proxy = sidecar_argv(INSTANCE_REF, settings, token_ref=name)
     hook = f"-http-addr={settings['consul_http_addr']}"
+    token = f"-token-file={token_file(name, settings)}"
     argv = list(service["argv"])
     return {
         "name": hcl_string(name),
@@ -151,7 +154,7 @@ def job(service, model):
         "tasks": {
             "register": {
                 "command": hcl_string(settings["consul_bin"]),
-                "args": _hcl_list([hcl_string("services"), hcl_string("register"), hcl_string(hook),
+                "args": _hcl_list([hcl_string("services"), hcl_string("register"), hcl_string(hook), hcl_string(token),
                                    hcl_interpolated("${NOMAD_TASK_DIR}/service.json")]),
             },
             "app": {
@@ -166,7 +169,7 @@ def job(service, model):
             },
             "deregister": {
                 "command": hcl_string(settings["consul_bin"]),
-                "args": _hcl_list([hcl_string("services"), hcl_string("deregister"), hcl_string(hook),
+                "args": _hcl_list([hcl_string("services"), hcl_string("deregister"), hcl_string(hook), hcl_string(token),
                                    hcl_interpolated(f"-id={INSTANCE_REF}")]),
             },
         },

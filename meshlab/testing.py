@@ -33,12 +33,13 @@ def ansible_playbook():
     return beside if os.path.exists(beside) else shutil.which("ansible-playbook") or "ansible-playbook"
 
 
-def run_playbook(inventory, playbook, *extra_vars, timeout=900, raw=False):
-    """ansible-playbook `playbook` (relative to the repository) against `inventory`, each extra var as `-e`.
+def run_playbook(inventory, playbook, *extra_vars, timeout=900, raw=False, options=()):
+    """ansible-playbook `playbook` (relative to the repository) against `inventory`, each extra var as `-e`,
+    `options` (e.g. ["-v"]) as they are.
 
     Returns (rc, output): the output whitespace-normalised to one line unless raw=True.
     """
-    args = [ansible_playbook(), "-i", inventory, os.path.join(ROOT, playbook)]
+    args = [ansible_playbook(), *options, "-i", inventory, os.path.join(ROOT, playbook)]
     for item in extra_vars:
         args += ["-e", item]
     run = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=ansible_env())
@@ -165,12 +166,13 @@ def load_summary(records, ok=lambda r: r["status"] == 200):
 
 # --- TLS probe ----------------------------------------------------------------------
 
-# Run inside a node (python3 -c TLS_PROBE HOST PORT CONSUL_API): TLS handshakes with a sidecar's public
+# Run inside a node (python3 -c TLS_PROBE HOST PORT CONSUL_API TOKEN): TLS handshakes with a sidecar's public
 # listener with no client certificate, with one from a CA of its own, and with a mesh certificate for
-# `frontend` from the local agent (the control); prints one JSON object with the three outcomes.
+# `frontend` from the local agent (the control; the token may ask for it); prints one JSON object with
+# the three outcomes.
 TLS_PROBE = r'''
 import json, socket, ssl, subprocess, sys, tempfile, urllib.request
-host, port, api, tmp = sys.argv[1], int(sys.argv[2]), sys.argv[3], tempfile.mkdtemp()
+host, port, api, token, tmp = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], tempfile.mkdtemp()
 def write(name, text):
     with open(f"{tmp}/{name}", "w") as fh: fh.write(text)
     return f"{tmp}/{name}"
@@ -197,8 +199,10 @@ def attempt(cert=None, key=None, cafile=None):
 subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                 "-keyout", f"{tmp}/foreign.key", "-out", f"{tmp}/foreign.pem", "-days", "1", "-subj", "/CN=intruder"],
                check=True, capture_output=True)
-leaf = json.load(urllib.request.urlopen(f"{api}/v1/agent/connect/ca/leaf/frontend"))
-roots = json.load(urllib.request.urlopen(f"{api}/v1/agent/connect/ca/roots"))
+def get(path):
+    return json.load(urllib.request.urlopen(urllib.request.Request(f"{api}{path}", headers={"X-Consul-Token": token})))
+leaf = get("/v1/agent/connect/ca/leaf/frontend")
+roots = get("/v1/agent/connect/ca/roots")
 print(json.dumps({
     "no_cert": attempt(),
     "foreign_ca": attempt(f"{tmp}/foreign.pem", f"{tmp}/foreign.key"),
@@ -209,6 +213,12 @@ print(json.dumps({
 
 
 # --- Molecule and DNS helpers ------------------------------------------------------
+
+def secrets_dir(inventory):
+    """The lab's secrets directory for an inventory file or directory (mesh_secrets_dir's default)."""
+    base = inventory if os.path.isdir(inventory) else os.path.dirname(inventory)
+    return os.path.join(base, ".secrets")
+
 
 def molecule_inventory():
     """The Molecule scenario's inventory; skips the test when it does not run under Molecule."""

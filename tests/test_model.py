@@ -139,7 +139,9 @@ def test_registration_says_where_the_app_and_its_sidecar_listen(model, settings)
 def test_sidecar_argv(model, settings):
     inst = model["instances"][0]
     assert inst["sidecar_argv"] == ["consul", "connect", "proxy", f"-http-addr={settings['consul_http_addr']}",
+                                    f"-token-file={settings['tokens_dir']}/{inst['id']}",
                                     "-sidecar-for", inst["id"], "-log-level", "warn"]
+    assert inst["token_file"] == f"{settings['tokens_dir']}/{inst['id']}"
 
 
 def test_intentions_are_the_declared_edges(model):

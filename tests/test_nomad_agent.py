@@ -13,6 +13,7 @@ import pytest
 import yaml
 from hcl2.utils import SerializationOptions
 
+from meshlab import secrets
 from meshlab.testing import ROOT, run_playbook
 
 PARSE = SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
@@ -46,7 +47,10 @@ def test_agent_config_of_the_server_node(tmp_path, inventory):
     [client] = config["client"]
     assert client["enabled"] is True and client["server_join"] == [{"retry_join": ["10.0.0.11:4647"]}]
     assert config["ui"] == [{"enabled": True}]
-    assert config["consul"] == [{"address": "127.0.0.1:8500"}]  # from mesh_consul_api_url
+    [consul] = config["consul"]
+    assert consul["address"] == "127.0.0.1:8500"  # from mesh_consul_api_url
+    assert consul["token"] == secrets.ensure(f"{inventory}/.secrets", "consul/nomad")  # the lab's, made once
+    assert config["acl"] == [{"enabled": True}]
     assert config["plugin"] == [{"raw_exec": {"config": [{"enabled": True, "denied_host_uids": "0"}]}}]
     assert config["ports"] == [{"http": 4646, "rpc": 4647, "serf": 4648}]
 

@@ -162,9 +162,11 @@ def test_sidecar_runs_the_systemd_units_proxy_command_line(lab, variables):
     for svc, (_, _, _, _, tasks) in each_job(lab, variables):
         [config] = tasks["sidecar"]["config"]
         argv = [config["command"]] + config["args"]
-        assert argv == lab_model.sidecar_argv("${INSTANCE_ID}", lab["settings"])
+        assert argv == lab_model.sidecar_argv("${INSTANCE_ID}", lab["settings"], token_ref=svc["name"])
         systemd = lab_model.instances_of(lab, svc["name"])[0]["sidecar_argv"]
-        assert argv[:-3] == systemd[:-3] and argv[-2:] == systemd[-2:]  # the same argv but for the instance id
+        # The same argv but for the instance id and the token (one per service on Nomad).
+        assert argv[:4] == systemd[:4] and argv[-2:] == systemd[-2:]
+        assert argv[4] == f"-token-file={lab['settings']['tokens_dir']}/{svc['name']}"
         assert "lifecycle" not in tasks["sidecar"] and "lifecycle" not in tasks["app"]
 
 
@@ -188,8 +190,9 @@ def test_registration_is_the_systemd_consul_definition_with_nomads_ports(lab, va
         assert register["lifecycle"] == [{"hook": "prestart", "sidecar": False}]
         [config] = register["config"]
         api = lab["settings"]["consul_http_addr"]
+        token = f"-token-file={lab['settings']['tokens_dir']}/{svc['name']}"
         assert [config["command"]] + config["args"] == [
-            "consul", "services", "register", f"-http-addr={api}", "${NOMAD_TASK_DIR}/service.json"]
+            "consul", "services", "register", f"-http-addr={api}", token, "${NOMAD_TASK_DIR}/service.json"]
         data = _templates(register)["local/service.json"]["data"]
         labels = ["http", "sidecar"] + [nomad.port_label(u["service"]) for u in svc["upstreams"]]
         ports = {f"NOMAD_PORT_{label}": str(23000 + n) for n, label in enumerate(labels)}
@@ -208,12 +211,13 @@ def test_registration_is_the_systemd_consul_definition_with_nomads_ports(lab, va
 
 
 def test_deregistration_runs_after_the_group_stops(lab, variables):
-    for _, (_, _, _, _, tasks) in each_job(lab, variables):
+    for svc, (_, _, _, _, tasks) in each_job(lab, variables):
         dereg = tasks["deregister"]
         assert dereg["lifecycle"] == [{"hook": "poststop"}]
         [config] = dereg["config"]
         assert [config["command"]] + config["args"] == [
-            "consul", "services", "deregister", f"-http-addr={lab['settings']['consul_http_addr']}", "-id=${INSTANCE_ID}"]
+            "consul", "services", "deregister", f"-http-addr={lab['settings']['consul_http_addr']}",
+            f"-token-file={lab['settings']['tokens_dir']}/{svc['name']}", "-id=${INSTANCE_ID}"]
 
 
 def test_restart_reschedule_and_health_gated_rolling_updates(lab, variables):

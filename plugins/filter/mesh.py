@@ -4,7 +4,7 @@ Every filter here only forwards to meshlab, so that playbooks, roles, tests,
 bench/ and scripts/ derive each fact from the same code.
 """
 
-from meshlab import apps, bench, catalog, model, nomad, profile
+from meshlab import acl, apps, bench, catalog, model, nomad, profile, secrets
 
 
 def mesh_lab_model(mesh_catalog, node_names, node_addresses, settings):
@@ -23,6 +23,11 @@ def mesh_on_node(lab_model, node):
 
 def mesh_profile_defaults(name):
     return profile.defaults(name)
+
+
+def mesh_secret_value(name, secrets_dir, kind="token"):
+    """The lab secret `name` (meshlab/secrets.py); for tasks with no_log only."""
+    return secrets.ensure(secrets_dir, name, kind)
 
 
 def mesh_bench_plan(lab_model, options):
@@ -46,6 +51,11 @@ class FilterModule:
             "mesh_profile_defaults": mesh_profile_defaults,
             "mesh_bench_plan": mesh_bench_plan,
             "mesh_bench_problems": mesh_bench_problems,
+            "mesh_acl_policies": acl.policies,
+            "mesh_acl_tokens": acl.tokens,
+            "mesh_acl_workload_tokens": acl.workload_tokens,
+            "mesh_acl_token_files": acl.token_files,
+            "mesh_secret_value": mesh_secret_value,
             "mesh_nomad_job": nomad.job,
             "hcl_string": nomad.hcl_string,
         }

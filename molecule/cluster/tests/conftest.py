@@ -13,8 +13,8 @@ import time
 import pytest
 import testinfra
 
-from meshlab import SEED_EXPRESSION, SEED_RESULT
-from meshlab.testing import molecule_inventory, resolved_model
+from meshlab import SEED_EXPRESSION, SEED_RESULT, secrets
+from meshlab.testing import molecule_inventory, resolved_model, secrets_dir
 
 # Serf's failure detection on a small cluster (probe 1 s, suspicion ~4 s: 5-7 s measured on
 # 1.8.7) plus one health-check interval (2 s) and a second's margin: after this long a dead
@@ -35,11 +35,17 @@ def model(inventory):
     return resolved_model(inventory)
 
 
+@pytest.fixture(scope="session")
+def management_token(inventory):
+    return secrets.read(secrets_dir(inventory), "consul/management")
+
+
 class Cluster:
     """The scenario's nodes: podman containers named after their inventory hosts."""
 
-    def __init__(self, model):
+    def __init__(self, model, token):
         self.model = model
+        self.token = token  # the management token: the tests' own calls (refusals pass token="")
         self.names = list(model["nodes"])
         self.hosts = {n: testinfra.get_host(f"podman://{n}") for n in self.names}
         self.api = model["settings"]["consul_http_addr"]
@@ -57,17 +63,21 @@ class Cluster:
     def run(self, node, command, *args):
         return self.hosts[node].run(command, *args)
 
-    def consul(self, node, path, method="GET", data=None):
+    def consul(self, node, path, method="GET", data=None, token=None):
         """The node's local agent API: the parsed answer, None when it does not answer or refuses."""
-        res = self.status(node, path, method, data)
+        res = self.status(node, path, method, data, token=token)
         if res[0] != 200:
             return None
         return json.loads(res[1]) if res[1].strip() else ""
 
-    def status(self, node, path, method="GET", data=None, timeout=5):
-        """(HTTP status, body) of one call to `node`'s agent; status 0 when nothing answers within `timeout` s."""
-        res = self.hosts[node].run("curl -s -m %s -o /dev/stdout -w '\\n%%{http_code}' -X %s --data-binary %s %s",
-                                   str(timeout), method, json.dumps(data) if data is not None else "", f"{self.api}{path}")
+    def status(self, node, path, method="GET", data=None, timeout=5, token=None, url=None):
+        """(HTTP status, body) of one call to `node`'s agent (or to `url` from `node`), with the management
+        token unless `token` says otherwise ("" for none); status 0 when nothing answers within `timeout` s."""
+        token = self.token if token is None else token
+        res = self.hosts[node].run("curl -s -m %s --cacert /etc/consul.d/tls/ca.pem -H %s -o /dev/stdout "
+                                   "-w '\\n%%{http_code}' -X %s --data-binary %s %s",
+                                   str(timeout), f"X-Consul-Token: {token}", method,
+                                   json.dumps(data) if data is not None else "", url or f"{self.api}{path}")
         body, _, code = res.stdout.rpartition("\n")
         return (int(code) if code.strip().isdigit() else 0), body
 
@@ -121,8 +131,8 @@ class Cluster:
 
 
 @pytest.fixture(scope="session")
-def cluster(model):
-    return Cluster(model)
+def cluster(model, management_token):
+    return Cluster(model, management_token)
 
 
 @pytest.fixture

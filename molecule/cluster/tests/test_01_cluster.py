@@ -48,8 +48,8 @@ def test_a_sidecar_on_another_node_answers_mesh_mtls_only(cluster):
         for inst in cluster.instances("add-svc"):
             if inst["node"] == node:
                 continue
-            run = cluster.run(node, "python3 -c %s %s %s %s", TLS_PROBE, inst["node_address"], str(inst["sidecar_port"]),
-                              cluster.api)
+            run = cluster.run(node, "python3 -c %s %s %s %s %s", TLS_PROBE, inst["node_address"], str(inst["sidecar_port"]),
+                              cluster.api, cluster.token)
             assert run.rc == 0, run.stderr
             result = json.loads(run.stdout)
             print(f"{node} -> {inst['id']} on {inst['node']}: {result}")
@@ -82,11 +82,13 @@ def test_seed_from_outside_the_nodes_balances_across_nodes(cluster, seed):
 def test_intentions_hold_across_nodes(cluster):
     """A throw-away proxy on one node: `intruder` is refused by add-svc instances on other nodes, `frontend` is not."""
     node = cluster.names[0]
-    probe = ("consul connect proxy -http-addr={api} -service {source} -upstream add-svc:{port} >/dev/null 2>&1 & pid=$!; "
+    probe = ("export CONSUL_HTTP_TOKEN={token}; consul connect proxy -http-addr={api} -service {source} -upstream add-svc:{port} >/dev/null 2>&1 & pid=$!; "
              "for _ in $(seq 50); do ss -ltn | grep -q ':{port} ' && break; sleep 0.1; done; "
              "for i in $(seq 12); do curl -s -m 5 'http://127.0.0.1:{port}/api/v1/execute?l=1&r=2'; echo; done; kill $pid")
-    allowed = cluster.run(node, "bash -c %s", probe.format(api=cluster.api, source="frontend", port=19192)).stdout
-    refused = cluster.run(node, "bash -c %s", probe.format(api=cluster.api, source="intruder", port=19191)).stdout
+    allowed = cluster.run(node, "bash -c %s", probe.format(api=cluster.api, source="frontend", port=19192,
+                                                           token=cluster.token)).stdout
+    refused = cluster.run(node, "bash -c %s", probe.format(api=cluster.api, source="intruder", port=19191,
+                                                           token=cluster.token)).stdout
     print(f"frontend: {allowed!r}\nintruder: {refused!r}")
     answers = [json.loads(line)["instance"] for line in allowed.splitlines() if line.startswith("{")]
     assert len(answers) == 12 and {cluster.node_of(i) for i in answers} - {node}, answers  # other nodes answered
@@ -108,3 +110,32 @@ def test_podman_reaches_the_nodes(cluster):
     """The failure tests drive the nodes with podman: each node is a running container of that name."""
     out = subprocess.run(["podman", "ps", "--format", "{{.Names}}"], capture_output=True, text=True, check=True).stdout
     assert set(cluster.names) <= set(out.split())
+
+
+def test_each_servers_https_api_refuses_other_nodes_without_a_token(cluster):
+    """From every other node, over HTTPS verified against the lab's CA: writes and ACL reads without a token
+    are refused (403), the same calls with the management token succeed (the control)."""
+    https = cluster.model["settings"]["consul_ports"]["https"]
+    for target in cluster.names:
+        for source in (n for n in cluster.names if n != target):
+            url = f"https://{cluster.address(target)}:{https}"
+            refused = {what: cluster.status(source, "", method, body, token="", url=url + path)[0]
+                       for what, method, path, body in (("kv write", "PUT", "/v1/kv/cluster-probe", "x"),
+                                                        ("acl read", "GET", "/v1/acl/tokens", None),
+                                                        ("register", "PUT", "/v1/agent/service/register",
+                                                         {"Name": "intruder", "ID": "intruder-1", "Port": 1}))}
+            allowed = cluster.status(source, "", "PUT", "x", url=url + "/v1/kv/cluster-probe")[0]
+            print(f"{source} -> {target} without a token: {refused}; KV write with the management token: {allowed}")
+            assert set(refused.values()) == {403} and allowed == 200
+    cluster.status(cluster.names[0], "/v1/kv/cluster-probe", "DELETE")
+
+
+def test_gossip_and_rpc_are_encrypted_between_nodes(cluster):
+    """Every member's gossip is encrypted (the keyring has one key, on all nodes) and RPC demands TLS."""
+    keys = cluster.consul(cluster.names[0], "/v1/operator/keyring")
+    print(f"keyring: {[(k['Datacenter'], k['NumNodes'], len(k['Keys'])) for k in keys]}")
+    assert keys and all(len(k["Keys"]) == 1 and list(k["Keys"].values()) == [k["NumNodes"]] for k in keys)
+    for node in cluster.names:
+        self_ = cluster.consul(node, "/v1/agent/self")
+        assert self_["Config"]["Server"] is True
+        assert cluster.consul(node, "/v1/agent/self", token="") is None  # agent endpoints need a token

@@ -41,8 +41,8 @@ def test_quorum_loss(cluster, seed, restore):
     # 2. Writes fail (after the agent's RPC hold timeout, 7 s by default).
     asked = time.monotonic()
     kv = cluster.status(survivor, "/v1/kv/quorum-probe", "PUT", "x", timeout=20)
-    print(f"KV write: HTTP {kv[0]} {kv[1][:80]!r} after {time.monotonic() - asked:.1f} s")
-    assert kv[0] == 500
+    print(f"KV write (management token): HTTP {kv[0]} {kv[1][:80]!r} after {time.monotonic() - asked:.1f} s")
+    assert kv[0] in (403, 500)  # no leader to commit it (or to resolve the token)
 
     # 3. A new registration: the local agent keeps it, the catalog never sees it.
     probe = f"quorum-probe-{int(time.time())}"
@@ -55,7 +55,7 @@ def test_quorum_loss(cluster, seed, restore):
         seen = cluster.consul(survivor, f"/v1/catalog/service/{probe}?stale")
         print(f"agent registration: HTTP {reg[0]} after {took:.1f} s; on the local agent: {local}; "
               f"in the catalog {DETECTION_WINDOW_S} s later: {seen}")
-        assert local and seen == []
+        assert seen == [] and local == (reg[0] == 200)
     finally:
         cluster.status(survivor, f"/v1/agent/service/deregister/{probe}", "PUT", timeout=20)
 

@@ -11,8 +11,18 @@ import time
 import pytest
 
 from conftest import instances_of, run_playbook
+from meshlab import secrets
+from meshlab.testing import secrets_dir
 
 NOMAD = "http://127.0.0.1:4646"
+# Both APIs have ACLs: the lab's Consul and Nomad management tokens (each API ignores the other's header).
+HEADERS = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tokens(inventory):
+    HEADERS["X-Consul-Token"] = secrets.read(secrets_dir(inventory), "consul/management")
+    HEADERS["X-Nomad-Token"] = secrets.read(secrets_dir(inventory), "nomad/management")
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +36,8 @@ def consul(model):
 
 
 def _get(host, url):
-    out = host.check_output(f"curl -sf {url}")
+    headers = " ".join(f"-H '{k}: {v}'" for k, v in HEADERS.items())
+    out = host.check_output(f"curl -sf {headers} {url}")
     return json.loads(out) if out else None
 
 
@@ -53,6 +64,7 @@ def test_nomad_ui_is_served(host):
 
 def test_nomad_config_passes_validation(host):
     assert host.run("nomad config validate /etc/nomad.d").rc == 0
+    assert host.file("/etc/nomad.d/nomad.hcl").mode == 0o640  # it holds Nomad's Consul token
 
 
 def test_the_systemd_scheduler_left_nothing_behind(host):
@@ -77,14 +89,14 @@ def test_each_registration_belongs_to_a_running_allocation(host, services, consu
 def test_rendered_jobs_validate_and_plan_no_change(host, services):
     for svc in services:
         path = f"/etc/mesh/nomad-jobs/{svc['name']}.nomad.hcl"
-        assert host.run(f"nomad job validate {path}").rc == 0
-        plan = host.run(f"nomad job plan {path}")
+        assert host.run(f"NOMAD_TOKEN={HEADERS['X-Nomad-Token']} nomad job validate {path}").rc == 0
+        plan = host.run(f"NOMAD_TOKEN={HEADERS['X-Nomad-Token']} nomad job plan {path}")
         assert plan.rc == 0, plan.stdout  # exit code 0: no allocations would be created or destroyed
 
 
 def test_a_killed_app_is_restarted_by_nomad_and_rejoins(host, model, consul):
     [alloc] = [a for a in _running(host, "add-svc") if a["Name"].endswith("[0]")]
-    assert host.run(f"nomad alloc signal -s SIGKILL {alloc['ID']} app").rc == 0
+    assert host.run(f"NOMAD_TOKEN={HEADERS['X-Nomad-Token']} nomad alloc signal -s SIGKILL {alloc['ID']} app").rc == 0
     want = sorted(i["id"] for i in instances_of(model, "add-svc"))
     deadline = time.time() + 60
     while True:
@@ -151,7 +163,7 @@ def test_app_ports_stay_on_loopback(host, services, agent_services, model):
 def test_a_stopped_allocation_leaves_the_pool_and_its_replacement_rejoins(host, mesh, model, consul):
     """Failover on Nomad: the poststop task deregisters the instance at once; Nomad replaces it."""
     [alloc] = [a for a in _running(host, "add-svc") if a["Name"].endswith("[0]")]
-    assert host.run(f"nomad alloc stop -detach {alloc['ID']}").rc == 0
+    assert host.run(f"NOMAD_TOKEN={HEADERS['X-Nomad-Token']} nomad alloc stop -detach {alloc['ID']}").rc == 0
     deadline = time.time() + 30
     while any(e["Service"]["Meta"].get("nomad_alloc_id") == alloc["ID"]
               for e in _get(host, f"{consul}/v1/health/service/add-svc")):

@@ -13,8 +13,8 @@ import shlex
 import pytest
 import testinfra
 
-from meshlab import SEED_EXPRESSION, SEED_RESULT
-from meshlab.testing import molecule_inventory, resolved_model, run_playbook  # noqa: F401 - run_playbook: for the test modules
+from meshlab import SEED_EXPRESSION, SEED_RESULT, secrets
+from meshlab.testing import molecule_inventory, resolved_model, run_playbook, secrets_dir  # noqa: F401 - run_playbook: for the test modules
 
 # Which scheduler runs the workloads in this scenario (molecule/<scenario>/molecule.yml verifier env).
 SCHEDULER = os.environ.get("MESH_SCHEDULER", "systemd")
@@ -36,6 +36,12 @@ def inventory():
 def model(inventory):
     """The lab model (meshlab.model.build) as the scenario's inventory resolves it."""
     return resolved_model(inventory)
+
+
+@pytest.fixture(scope="session")
+def management_token(inventory):
+    """The lab's management token, from the controller's secrets (the tests' own calls use it)."""
+    return secrets.read(secrets_dir(inventory), "consul/management")
 
 
 @pytest.fixture(scope="session")
@@ -68,16 +74,27 @@ def instances_of(model, service):
 class Mesh:
     """HTTP calls made inside the node with one `host.run` each (fast, loopback only)."""
 
-    def __init__(self, host, model):
+    def __init__(self, host, model, token):
         self.host = host
         self.model = model
+        self.token = token
         self.api = model["settings"]["consul_http_addr"]
         front = instances_of(model, "frontend")[0]
         self.compute_url = f"http://127.0.0.1:{front['port']}/api/v1/compute"
 
-    def consul(self, path):
-        out = self.host.check_output(f"curl -sf {self.api}{path}")
+    def consul(self, path, token=True):
+        """GET from the node's agent, with the management token unless token=False."""
+        header = f"-H 'X-Consul-Token: {self.token}'" if token else ""
+        out = self.host.check_output(f"curl -sf {header} {self.api}{path}")
         return json.loads(out) if out else None
+
+    def status(self, path, method="GET", token=None, data=None, api=None, curl_opts=""):
+        """HTTP status of one call (0: no answer); token None sends none."""
+        header = f"-H 'X-Consul-Token: {token}'" if token else ""
+        body = f"--data-binary {shlex.quote(json.dumps(data))}" if data is not None else ""
+        out = self.host.run(f"curl -s -m 10 {curl_opts} -o /dev/null -w '%{{http_code}}' -X {method} {header} {body} "
+                            f"{shlex.quote((api or self.api) + path)}").stdout
+        return int(out) if out.strip().isdigit() else 0
 
     def compute_many(self, count, expression=SEED_EXPRESSION, url=None):
         """POST `count` compute requests sequentially; return [(status, body-dict)]."""
@@ -100,8 +117,8 @@ class Mesh:
 
 
 @pytest.fixture
-def mesh(host, model):
-    return Mesh(host, model)
+def mesh(host, model, management_token):
+    return Mesh(host, model, management_token)
 
 
 @pytest.fixture(scope="session")

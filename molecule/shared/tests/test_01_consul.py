@@ -16,11 +16,15 @@ def test_leader_elected_on_the_server_port(mesh, model):
     assert leader.rsplit(":", 1)[1] == str(model["settings"]["consul_ports"]["server"]), leader
 
 
-def test_listens_on_http_dns_and_server_ports(host, mesh, model):
-    # HTTP and DNS on every address (consul_agent_client_addr); the server RPC port on the node's bind address.
+def test_listens_on_http_https_dns_and_server_ports(host, mesh, model):
+    """Plain HTTP on loopback only; HTTPS and DNS on every address; the server RPC port on the node's address."""
     ports = model["settings"]["consul_ports"]
-    for spec in (f"tcp://0.0.0.0:{ports['http']}", f"udp://0.0.0.0:{ports['dns']}", f"tcp://{mesh.consul('/v1/status/leader')}"):
+    node = next(iter(model["nodes"].values()))["address"]
+    for spec in (f"tcp://127.0.0.1:{ports['http']}", f"tcp://0.0.0.0:{ports['https']}", f"udp://0.0.0.0:{ports['dns']}",
+                 f"tcp://{mesh.consul('/v1/status/leader')}"):
         assert host.socket(spec).is_listening, spec
+    assert not host.socket(f"tcp://0.0.0.0:{ports['http']}").is_listening
+    assert not host.socket(f"tcp://{node}:{ports['http']}").is_listening
 
 
 def test_ui_is_served(host, model):

@@ -1,15 +1,13 @@
 """Proxies: every instance has a running sidecar, registered as a connect-proxy, listening on the node's address."""
 
-import json
-
 import pytest
 
 from conftest import SCHEDULER, systemd_only
 
 
-@pytest.fixture(scope="module")
-def agent_services(host, model):
-    return json.loads(host.check_output(f"curl -sf {model['settings']['consul_http_addr']}/v1/agent/services"))
+@pytest.fixture
+def agent_services(mesh):
+    return mesh.consul("/v1/agent/services")
 
 
 def test_a_sidecar_process_per_instance(host, instances):

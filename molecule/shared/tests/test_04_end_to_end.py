@@ -44,15 +44,15 @@ def test_bad_expression_gets_400_and_no_upstream_call(host, mesh, model, seed):
 
 
 @systemd_only
-def test_sidecar_demands_a_client_certificate_from_the_mesh_ca(host, model):
+def test_sidecar_demands_a_client_certificate_from_the_mesh_ca(host, model, management_token):
     """A live sidecar refuses, at the TLS layer, a client with no certificate and one from a foreign CA.
 
     Control: the same client with a certificate the mesh CA issued (as `frontend`, which may call add-svc)
     completes the handshake, verifies the sidecar's own certificate against the mesh CA, and gets HTTP 200.
     """
     add = instances_of(model, "add-svc")[0]
-    run = host.run("python3 -c %s %s %s %s", TLS_PROBE, add["node_address"], str(add["sidecar_port"]),
-                   model["settings"]["consul_http_addr"])
+    run = host.run("python3 -c %s %s %s %s %s", TLS_PROBE, add["node_address"], str(add["sidecar_port"]),
+                   model["settings"]["consul_http_addr"], management_token)
     assert run.rc == 0, run.stderr
     result = json.loads(run.stdout)
     print(json.dumps(result, indent=1))

@@ -8,6 +8,7 @@ from conftest import instances_of, systemd_only
 
 # A throw-away proxy with a chosen identity and one upstream, on a local port of the probe's own.
 PROBE = """
+export CONSUL_HTTP_TOKEN={token}
 consul connect proxy -http-addr={api} -service {source} -upstream add-svc:{port} >/tmp/probe-{source}.log 2>&1 &
 pid=$!
 for _ in $(seq 50); do ss -ltn | grep -q ':{port} ' && break; sleep 0.1; done
@@ -17,8 +18,10 @@ kill $pid
 """
 
 
-def _probe(host, model, source, port):
-    return host.run("bash -c %s", PROBE.format(api=model["settings"]["consul_http_addr"], source=source, port=port)).stdout
+def _probe(host, model, source, port, token):
+    """A proxy with this identity (its leaf certificate asked for with the management token)."""
+    return host.run("bash -c %s", PROBE.format(api=model["settings"]["consul_http_addr"], source=source, port=port,
+                                               token=token)).stdout
 
 
 def test_intentions_are_default_deny_plus_the_models_edges(mesh, model):
@@ -27,14 +30,14 @@ def test_intentions_are_default_deny_plus_the_models_edges(mesh, model):
     assert got == want
 
 
-def test_allowed_source_reaches_add_svc(host, model):
+def test_allowed_source_reaches_add_svc(host, model, management_token):
     """Control: the same probe as the frontend identity succeeds, so a failure below is the intention's doing."""
-    out = _probe(host, model, "frontend", 19192)
+    out = _probe(host, model, "frontend", 19192, management_token)
     assert '"result":3' in out.replace(" ", ""), out
 
 
-def test_undeclared_source_cannot_reach_add_svc(host, model):
-    out = _probe(host, model, "intruder", 19191)
+def test_undeclared_source_cannot_reach_add_svc(host, model, management_token):
+    out = _probe(host, model, "intruder", 19191, management_token)
     assert '"result"' not in out, out
     assert not out.strip().endswith("rc=0"), out
 

@@ -8,9 +8,9 @@ import yaml
 from conftest import SCHEDULER, run_playbook
 
 SNAPSHOT = (
-    "sha256sum /etc/consul.d/* /etc/consul.d/services/* /etc/systemd/system/mesh* 2>/dev/null; "
+    "sha256sum /etc/consul.d/*.hcl /etc/consul.d/services/* /etc/systemd/system/mesh* 2>/dev/null; "
     "systemctl list-units 'mesh-*' --all --plain --no-legend; "
-    "curl -sf {api}/v1/connect/intentions | python3 -c "
+    "curl -sf -H 'X-Consul-Token: {token}' {api}/v1/connect/intentions | python3 -c "
     "'import json,sys; print(sorted((i[\"SourceName\"],i[\"DestinationName\"],i[\"Action\"]) for i in json.load(sys.stdin)))'"
 )
 
@@ -56,14 +56,14 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_catalog_stops_the_run_and_leaves_the_node_untouched(host, model, inventory, tmp_path, case):
+def test_bad_catalog_stops_the_run_and_leaves_the_node_untouched(host, model, inventory, management_token, tmp_path, case):
     mutate, extra, facts = CASES[case]
     bad = copy.deepcopy(model["catalog"])
     if mutate:
         mutate(bad)
     extra_vars = tmp_path / "bad.yml"
     extra_vars.write_text(yaml.safe_dump({"mesh_catalog": bad, **extra}))
-    snapshot = SNAPSHOT.format(api=model["settings"]["consul_http_addr"])
+    snapshot = SNAPSHOT.format(api=model["settings"]["consul_http_addr"], token=management_token)
 
     before = host.check_output(snapshot)
     rc, output = run_playbook(inventory, "playbooks/workloads.yml", f"@{extra_vars}", raw=True)
@@ -77,8 +77,8 @@ def test_bad_catalog_stops_the_run_and_leaves_the_node_untouched(host, model, in
 
 
 @pytest.mark.skipif(SCHEDULER != "systemd", reason="needs a node without Nomad (the systemd scenario)")
-def test_nomad_scheduler_without_nomad_stops_before_any_change(host, model, inventory):
-    snapshot = SNAPSHOT.format(api=model["settings"]["consul_http_addr"])
+def test_nomad_scheduler_without_nomad_stops_before_any_change(host, model, inventory, management_token):
+    snapshot = SNAPSHOT.format(api=model["settings"]["consul_http_addr"], token=management_token)
     before = host.check_output(snapshot)
     rc, output = run_playbook(inventory, "playbooks/workloads.yml", "mesh_scheduler=nomad", raw=True)
     assert rc != 0, output[-3000:]

@@ -1,0 +1,81 @@
+"""The lab's ACL policies and tokens: least privilege, one place.
+
+Every token's secret is made once on the controller (meshlab/secrets.py, names below)
+and already sits in the agents' config or registrations; the role consul_acl makes the
+ACL system know it. Accessor ids are derived from the secrets (Ansible's to_uuid), so a
+re-run addresses the same tokens.
+
+    token (secret name)            policy / identity              used by
+    consul/management              global-management (built in)   Ansible's ACL calls, the tests, `make status`
+    consul/agent-<node>            agent-<node>                   the node's agent (acl.tokens.agent)
+    consul/dns                     dns-read                       requests without a token, DNS among them
+    consul/intentions              intentions-write               the intentions reconciler (not management)
+    consul/nomad                   nomad-agent                    Nomad's Consul integration (full profile)
+    consul/instance-<id>           service identity <service>     the instance's registration and sidecar (systemd)
+    consul/service-<name>          service identity <name>        the service's Nomad tasks (nomad scheduler)
+"""
+
+
+def policies(nodes):
+    """[{name, description, rules}] of the lab's policies for these node names."""
+    found = [{"name": f"agent-{node}", "description": f"the Consul agent of {node}",
+              "rules": f'node "{node}" {{ policy = "write" }}\nagent "{node}" {{ policy = "write" }}\n'
+                       'service_prefix "" { policy = "read" }'}
+             for node in nodes]
+    found.append({"name": "dns-read", "description": "DNS and token-less reads: nodes and services, nothing else",
+                  "rules": 'node_prefix "" { policy = "read" }\n'
+                           'service_prefix "" { policy = "read" intentions = "deny" }'})
+    found.append({"name": "intentions-write", "description": "the intentions reconciler: services read, intentions write",
+                  "rules": 'service_prefix "" { policy = "read" intentions = "write" }'})
+    found.append({"name": "nomad-agent", "description": "Nomad's Consul integration: agents, nodes and services read",
+                  "rules": 'agent_prefix "" { policy = "read" }\nnode_prefix "" { policy = "read" }\n'
+                           'service_prefix "" { policy = "read" }'})
+    return found
+
+
+def tokens(nodes):
+    """[{secret, description, policies, service_identities}] of the agents' and tools' tokens."""
+    found = [{"secret": f"consul/agent-{node}", "description": f"agent of {node}",
+              "policies": [{"name": f"agent-{node}"}], "service_identities": []} for node in nodes]
+    found.append({"secret": "consul/dns", "description": "default: DNS and token-less reads",
+                  "policies": [{"name": "dns-read"}], "service_identities": []})
+    found.append({"secret": "consul/intentions", "description": "intentions reconciler",
+                  "policies": [{"name": "intentions-write"}], "service_identities": []})
+    found.append({"secret": "consul/nomad", "description": "Nomad's Consul integration",
+                  "policies": [{"name": "nomad-agent"}], "service_identities": []})
+    return found
+
+
+def workload_tokens(model, scheduler="systemd"):
+    """The workloads' tokens, each a service identity: one per instance on the systemd scheduler (its
+    registration and its sidecar use it), one per service on Nomad (allocations are not known in
+    advance), with the file each token is written to and the nodes that get that file."""
+    from .model import token_file
+
+    if scheduler == "nomad":
+        every = list(model["nodes"])
+        return [{"secret": f"consul/service-{s['name']}", "description": f"workload service {s['name']}",
+                 "name": s["name"], "nodes": every, "file": token_file(s["name"], model["settings"]),
+                 "policies": [], "service_identities": [{"service_name": s["name"]}]}
+                for s in model["services"]]
+    return [{"secret": f"consul/instance-{i['id']}", "description": f"workload instance {i['id']}", "name": i["id"],
+             "nodes": [i["node"]], "file": i["token_file"], "policies": [],
+             "service_identities": [{"service_name": i["service"]}]}
+            for i in model["instances"]]
+
+
+def instance_token_secret(instance_id):
+    """The secret's name of an instance's token (its registration carries it)."""
+    return f"consul/instance-{instance_id}"
+
+
+DESCRIPTION_PREFIX = "hello-servicemesh: "
+WORKLOAD_PREFIX = DESCRIPTION_PREFIX + "workload "
+
+
+def token_files(model, node, secrets_dir, scheduler="systemd"):
+    """{file name: secret} of the workload tokens `node` gets (controller side; for no_log tasks only)."""
+    from . import secrets
+
+    return {t["file"].rsplit("/", 1)[1]: secrets.ensure(secrets_dir, t["secret"])
+            for t in workload_tokens(model, scheduler) if node in t["nodes"]}

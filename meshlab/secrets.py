@@ -1,0 +1,63 @@
+"""The lab's secrets, generated once on the controller and kept there (never in git, never printed).
+
+Each secret is one file under the lab's secrets directory (mesh_secrets_dir, by default
+`<inventory dir>/.secrets`: git-ignored; Molecule's inventory lives in its ephemeral
+directory, Vagrant's under .vagrant/), mode 0600 in a 0700 directory. The first run
+writes it, later runs read it back: re-runs neither rotate a key nor change a config.
+
+Kinds:
+    token   a random UUID (Consul ACL token secrets: the management token, agent, DNS,
+            intentions and per-instance service tokens, Nomad's bootstrap token)
+    gossip  32 random bytes, base64 (Consul's `encrypt` key, as `consul keygen` makes)
+"""
+
+import base64
+import os
+import re
+import uuid
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$")
+KINDS = ("token", "gossip")
+
+
+def _new(kind):
+    if kind == "token":
+        return str(uuid.uuid4())
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def ensure(directory, name, kind="token"):
+    """The secret `name` (e.g. "consul/management") under `directory`, created on first use."""
+    if kind not in KINDS:
+        raise ValueError(f"secret kind {kind!r}: use one of {', '.join(KINDS)}")
+    if not NAME_RE.match(name):
+        raise ValueError(f"secret name {name!r}: lowercase path segments of letters, digits, '.', '_', '-'")
+    path = os.path.join(directory, name)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            value = fh.read().strip()
+        if value:
+            return value
+    except FileNotFoundError:
+        pass
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700)
+    value = _new(kind)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(value + "\n")
+    try:
+        os.link(tmp, path)  # never replaces a secret another process wrote first
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    with open(path, encoding="utf-8") as fh:
+        return fh.read().strip()
+
+
+def read(directory, name):
+    """The existing secret `name` (tests and tools read; only the playbooks create). FileNotFoundError if missing."""
+    with open(os.path.join(directory, name), encoding="utf-8") as fh:
+        return fh.read().strip()
