@@ -66,7 +66,7 @@ VAGRANT       ?= vagrant
 PROVIDER      ?=
 LAB_DIR       := $(or $(VAGRANT_DOTFILE_PATH),.vagrant)
 LAB_INVENTORY := $(LAB_DIR)/provisioners/ansible/inventory
-.PHONY: up down provision status click urls test-vagrant
+.PHONY: up down provision status click urls test-vagrant chaos-kill chaos-slow chaos-errors chaos-heal
 
 up: bootstrap ## Start the lab: vagrant up, provision, start-workloads; ends with the URLs and the profile used
 	@echo "==> vagrant up: decide provider and profile, boot the node(s)"
@@ -93,6 +93,21 @@ click: ## Send the sample request (1+1+2+...-5 = 9) to the frontend: prints the 
 
 urls: ## The lab's URLs (Consul UI, Nomad UI, frontend) and the profile in use
 	@scripts/lab urls
+
+SVC  ?= add-svc
+MS   ?= 300
+RATE ?= 0.5
+chaos-kill: ## kill -9 one instance of SVC (default add-svc) between two probe loads
+	@scripts/lab chaos kill --service $(SVC)
+
+chaos-slow: ## +MS ms (default 300) on one instance of SVC, between two probe loads
+	@scripts/lab chaos slow --service $(SVC) --ms $(MS)
+
+chaos-errors: ## RATE (default 0.5) of one SVC instance's answers become 500, between two probe loads
+	@scripts/lab chaos errors --service $(SVC) --rate $(RATE)
+
+chaos-heal: ## every instance back to no faults
+	@scripts/lab chaos heal
 
 test-vagrant: bootstrap ## CI: docker-provider lab up, provision, 20 clicks, idempotent re-provision, destroy
 	@tests/vagrant/run

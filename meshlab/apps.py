@@ -16,16 +16,30 @@ import os
 SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "apps")
 
 # Directory and file names never installed on a node.
-EXCLUDED_DIRS = {"tests", "test", "test-support", "__pycache__", ".pytest_cache", "node_modules", "venv", ".venv"}
+EXCLUDED_DIRS = {"tests", "test", "test-support", "__pycache__", ".pytest_cache", "venv", ".venv"}
 EXCLUDED_FILES = {"requirements-dev.txt", "README.md", "pyproject.toml"}
 EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 
 
 def files(apps_src, app):
-    """Paths (relative to the app's directory, sorted) of the files a node gets."""
+    """Paths (relative to the app's directory, sorted) of the files a node gets.
+
+    A Node.js app's production dependencies (package-lock.json; `npm ci --omit=dev`, which
+    `make bootstrap` runs) travel with it in node_modules/: the nodes need no npm.
+    """
     root = os.path.join(apps_src, app)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"app '{app}': no directory {root}: every catalog `app` must be a directory under apps/")
+    package = os.path.join(root, "package.json")
+    if os.path.exists(package):
+        import json
+
+        with open(package, encoding="utf-8") as fh:
+            needs = json.load(fh).get("dependencies") or {}
+        missing = [d for d in needs if not os.path.isdir(os.path.join(root, "node_modules", d))]
+        if missing:
+            raise FileNotFoundError(f"app '{app}': node_modules lacks {', '.join(missing)}: run `make bootstrap` "
+                                    f"(npm ci --omit=dev in {root})")
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDED_DIRS and not d.startswith("."))

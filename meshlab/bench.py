@@ -86,7 +86,8 @@ def plan(model, options=None):
     # Without a proxy nothing balances: the direct path calls the first instance of each upstream on this node.
     direct_upstreams = {up["env"]: f"http://{LOOPBACK}:{first_here(up['service'])['port']}" for up in front["upstreams"]}
     direct_env = {**fe["env"], **direct_upstreams,
-                  "APP_BIND": LOOPBACK, "APP_PORT": str(o["direct_port"]), "INSTANCE_ID": f"{o['frontend']}-direct"}
+                  "APP_BIND": LOOPBACK, "APP_PORT": str(o["direct_port"]), "APP_ADMIN_PORT": "0",
+                  "INSTANCE_ID": f"{o['frontend']}-direct"}
     argv = ["systemd-run", "--unit", o["direct_unit"], "--collect", "--quiet",
             "--description", f"hello-servicemesh benchmark: {o['frontend']} without proxies",
             "--working-directory", fe["workdir"],

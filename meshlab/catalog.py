@@ -15,8 +15,20 @@ APP_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 SCHEDULERS = ("systemd", "nomad")
 LANGUAGES = ("python", "node")
 REQUIRED = ("name", "app", "language", "args", "instances", "port", "sidecar_port", "health_path")
-OPTIONAL = ("bind", "env", "upstreams", "placement")
+OPTIONAL = ("bind", "env", "upstreams", "placement", "admin_port", "faults", "versions", "expose")
+VERSION_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+# Caller-side policy of one upstream (the frontend's client; apps/README.md), as <PREFIX>_<KEY> variables.
+POLICY_KEYS = ("timeout_ms", "attempt_timeout_ms", "retries", "retry_backoff_ms", "retry_budget_percent",
+               "retry_budget_min_per_s", "breaker_failures", "breaker_half_open_ms")
+# Fault injection of one instance at start-up (the apps' FAULT_* variables; the admin endpoint changes it).
+FAULT_KEYS = {"latency_ms": (0, 60000, True), "latency_jitter_ms": (0, 60000, True),
+              "error_rate": (0, 1, False), "abort_rate": (0, 1, False)}
 LOOPBACK = "127.0.0.1"
+
+
+def admin_port(svc):
+    """Instance 1's admin endpoint port (127.0.0.1 only): the catalog's admin_port, else port + 10000."""
+    return svc.get("admin_port") or svc["port"] + 10000
 
 
 def is_port(value):
@@ -47,7 +59,7 @@ def _service_errors(svc, where):
     health = svc.get("health_path")
     if health and not str(health).startswith("/"):
         errors.append(f"{where}: health_path '{health}' must start with '/'")
-    for key in ("port", "sidecar_port"):
+    for key in ("port", "sidecar_port", "admin_port"):
         if key in svc and not is_port(svc[key]):
             errors.append(f"{where}: {key} {svc[key]!r} is not a TCP port (1-65535)")
     if "env" in svc and not isinstance(svc.get("env") or {}, dict):
@@ -59,7 +71,70 @@ def _service_errors(svc, where):
         if not isinstance(up, dict) or not up.get("service") or not is_port(up.get("local_port")) \
                 or not ENV_RE.match(str(up.get("env", ""))):
             errors.append(f"{where}: each upstream needs service, local_port (a TCP port) and env (a variable name): got {up!r}")
+            continue
+        policy = up.get("policy") or {}
+        bad = [k for k, v in policy.items() if k not in POLICY_KEYS or not isinstance(v, int) or isinstance(v, bool) or v < 0] \
+            if isinstance(policy, dict) else ["(not a mapping)"]
+        if bad:
+            errors.append(f"{where}: upstream {up.get('service')} policy {', '.join(map(str, bad))}: use whole numbers "
+                          f"for {', '.join(POLICY_KEYS)}")
+    errors += _fault_errors(svc, where)
+    errors += _version_errors(svc, where)
+    if "expose" in svc and not isinstance(svc["expose"], bool):
+        errors.append(f"{where}: expose must be true or false (true: the edge serves it)")
     return errors
+
+
+def _version_errors(svc, where):
+    versions = svc.get("versions")
+    if versions in (None, []):
+        return []
+    if not isinstance(versions, list) or not all(isinstance(v, dict) for v in versions):
+        return [f"{where}: versions must be a list of {{name: v1, instances: 2, weight: 90}}"]
+    found = []
+    names = [v.get("name") for v in versions]
+    for v in versions:
+        if not VERSION_RE.match(str(v.get("name", ""))):
+            found.append(f"{where}: version name {v.get('name')!r} must be lowercase letters, digits and '-' (a Consul tag)")
+        if not isinstance(v.get("instances"), int) or isinstance(v.get("instances"), bool) or v["instances"] < 1:
+            found.append(f"{where}: version {v.get('name')!r} needs instances, a whole number of at least 1")
+        weight = v.get("weight")
+        if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= 100:
+            found.append(f"{where}: version {v.get('name')!r} weight {weight!r} must be a whole number from 0 to 100")
+    if len(set(names)) != len(names):
+        found.append(f"{where}: version names must be unique, got {names}")
+    if not found:
+        total = sum(v["instances"] for v in versions)
+        if isinstance(svc.get("instances"), int) and total != svc["instances"]:
+            found.append(f"{where}: its versions have {total} instances in all, but instances is {svc['instances']}: make them agree")
+        if sum(v["weight"] for v in versions) != 100:
+            found.append(f"{where}: the versions' weights add up to {sum(v['weight'] for v in versions)}: make them add up to 100")
+    return found
+
+
+def _fault_errors(svc, where):
+    faults = svc.get("faults")
+    if faults in (None, []):
+        return []
+    if not isinstance(faults, list):
+        return [f"{where}: faults must be a list of {{instance: <n>, latency_ms: ..., error_rate: ...}}"]
+    found = []
+    for fault in faults:
+        if not isinstance(fault, dict) or not isinstance(fault.get("instance"), int) \
+                or not 1 <= fault["instance"] <= (svc.get("instances") if isinstance(svc.get("instances"), int) else 0):
+            found.append(f"{where}: each fault needs instance (1 to the instance count): got {fault!r}")
+            continue
+        for key, value in fault.items():
+            if key == "instance":
+                continue
+            if key not in FAULT_KEYS:
+                found.append(f"{where}: fault key '{key}' is unknown: use {', '.join(FAULT_KEYS)}")
+                continue
+            low, high, integer = FAULT_KEYS[key]
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or (integer and not isinstance(value, int)) or not low <= value <= high:
+                found.append(f"{where}: fault {key} {value!r} must be {'an integer' if integer else 'a number'} from {low} to {high}")
+    return found
 
 
 def _placement_errors(svc, where, nodes, groups):
@@ -141,6 +216,7 @@ def _port_collisions(catalog, reserved_ports):
         for inst in range(svc["instances"]):
             owners.setdefault(svc["port"] + inst, []).append(f"{svc['name']}-{inst + 1} app port")
             owners.setdefault(svc["sidecar_port"] + inst, []).append(f"{svc['name']}-{inst + 1} sidecar port")
+            owners.setdefault(admin_port(svc) + inst, []).append(f"{svc['name']}-{inst + 1} admin port")
         for up in svc.get("upstreams") or []:
             owners.setdefault(up["local_port"], []).append(f"{svc['name']} upstream {up['service']} local port")
     return [

@@ -27,7 +27,7 @@ sidecar's public mTLS listener binds to, and is registered at, the node's addres
 """
 
 from . import apps as _apps
-from .catalog import LOOPBACK
+from .catalog import LOOPBACK, admin_port
 
 RUNTIMES = {
     # interpreter: argv[0]; {venv} is the app's Python venv (<apps_dir>/venvs/<app>, outside its code
@@ -75,8 +75,39 @@ def upstream_address(index):
 
 
 def upstream_env(service, address=LOOPBACK):
-    """Environment that points an app at its local Connect upstream listeners on `address`."""
-    return {up["env"]: f"http://{address}:{up['local_port']}" for up in service.get("upstreams") or []}
+    """Environment that points an app at its local Connect upstream listeners on `address`, and each
+    upstream's caller-side policy (`policy` in the catalog) as <PREFIX>_<KEY> (ADD_SVC_URL -> ADD_SVC_RETRIES)."""
+    env = {}
+    for up in service.get("upstreams") or []:
+        env[up["env"]] = f"http://{address}:{up['local_port']}"
+        prefix = up["env"][:-4] if up["env"].endswith("_URL") else up["env"]
+        for key, value in (up.get("policy") or {}).items():
+            env[f"{prefix}_{key.upper()}"] = str(value)
+    return env
+
+
+def fault_env(service, index):
+    """FAULT_* variables of instance `index` from the catalog's `faults` (none: no fault)."""
+    env = {}
+    for fault in service.get("faults") or []:
+        if fault.get("instance") == index:
+            env.update({f"FAULT_{k.upper()}": str(v) for k, v in fault.items() if k != "instance"})
+    return env
+
+
+def versions(service):
+    """The service's versions [{name, instances, weight}] (a Consul tag each), or one unnamed group."""
+    return list(service.get("versions") or []) or [{"name": None, "instances": service["instances"], "weight": 100}]
+
+
+def version_of(service, index):
+    """The version (tag) of instance `index` (1-based): versions take instances in their order."""
+    first = 1
+    for v in versions(service):
+        if index < first + v["instances"]:
+            return v["name"]
+        first += v["instances"]
+    return None
 
 
 def registration(instance, settings):
@@ -93,13 +124,16 @@ def registration(instance, settings):
          "local_bind_port": up["local_port"]}
         for up in instance.get("upstreams") or []
     ]
+    version = instance.get("version")
     return {
         "service": {
             "id": instance["id"],
             "name": instance["service"],
             "address": instance["address"],
             "port": instance["port"],
-            "meta": {"instance": instance["id"]},
+            # A version is a tag: <version>.<service>.connect.consul lists its sidecars (the edge's split).
+            "tags": [version] if version else [],
+            "meta": {"instance": instance["id"], **({"version": version} if version else {})},
             "check": {
                 "id": f"{instance['id']}-health",
                 "name": f"{instance['service']} HTTP {instance['health_path']}",
@@ -143,10 +177,15 @@ def sidecar_argv(instance_ref, settings, token_ref=None):
             "-sidecar-for", instance_ref, "-log-level", "warn"]
 
 
+EDGE = "edge"
+"""The edge's identity in the mesh (its certificate's service name; it may reach every exposed service)."""
+
+
 def intentions(catalog):
-    """The edges the catalog declares: each service may reach its upstreams, nothing else."""
-    edges = sorted({(svc["name"], up["service"]) for svc in catalog for up in svc.get("upstreams") or []})
-    return [{"source": s, "destination": d, "action": "allow"} for s, d in edges]
+    """The edges the catalog declares: each service may reach its upstreams, the edge the exposed services."""
+    edges = {(svc["name"], up["service"]) for svc in catalog for up in svc.get("upstreams") or []}
+    edges |= {(EDGE, svc["name"]) for svc in catalog if svc.get("expose")}
+    return [{"source": s, "destination": d, "action": "allow"} for s, d in sorted(edges)]
 
 
 def placement_nodes(service, names, groups):
@@ -170,6 +209,9 @@ def _service(svc, settings):
         "env": {str(k): str(v) for k, v in (svc.get("env") or {}).items()},
         "upstreams": list(svc.get("upstreams") or []),
         "placement": svc.get("placement") or {},
+        "faults": list(svc.get("faults") or []),
+        "versions": versions(svc),
+        "expose": bool(svc.get("expose")),
         "dir": app_dir,
         "argv": [runtime["interpreter"].format(venv=venv)] + list(svc["args"]),
     }
@@ -206,8 +248,12 @@ def build(catalog, nodes, settings=None):
             port = svc["port"] + i
             env = dict(svc["env"])
             env.update(upstream_env(svc, upstream_address(i + 1)))
-            env.update({"APP_BIND": svc["bind"], "APP_PORT": str(port), "INSTANCE_ID": iid,
-                        "MESH_APP_REVISION": revisions[svc["app"]]})
+            env.update(fault_env(svc, i + 1))
+            version = version_of(svc, i + 1)
+            if version:
+                env["APP_VERSION"] = version
+            env.update({"APP_BIND": svc["bind"], "APP_PORT": str(port), "APP_ADMIN_PORT": str(admin_port(svc) + i),
+                        "INSTANCE_ID": iid, "MESH_APP_REVISION": revisions[svc["app"]]})
             inst = {
                 "id": iid,
                 "service": svc["name"],
@@ -218,6 +264,8 @@ def build(catalog, nodes, settings=None):
                 "language": svc["language"],
                 "port": port,
                 "sidecar_port": svc["sidecar_port"] + i,
+                "admin_port": admin_port(svc) + i,
+                "version": version,
                 "bind": svc["bind"],
                 # Where the app really listens: loopback, or the node's address for a public app.
                 "address": LOOPBACK if svc["bind"] == LOOPBACK else address[node],

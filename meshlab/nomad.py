@@ -126,15 +126,19 @@ def job(service, model):
     settings = model["settings"]
     name = service["name"]
     public = service["bind"] != LOOPBACK
-    ports = [{"label": "http", "static": None}, {"label": "sidecar", "static": None}]
+    ports = [{"label": "http", "static": None}, {"label": "sidecar", "static": None}, {"label": "admin", "static": None}]
     env = {key: hcl_string(value) for key, value in service["env"].items()}
+    # The upstreams' policies as on systemd; their URLs point at Nomad's ports.
+    env.update({key: hcl_string(value) for key, value in upstream_env(service).items()})
     for up in service.get("upstreams") or []:
         label = port_label(up["service"])
         ports.append({"label": label, "static": None})
         env[up["env"]] = hcl_interpolated(f"http://{LOOPBACK}:${{NOMAD_PORT_{label}}}")
-    assert set(upstream_env(service)) <= set(env)
     env["APP_BIND"] = hcl_string(service["bind"])
     env["APP_PORT"] = hcl_interpolated("${NOMAD_PORT_http}")
+    # The admin endpoint (fault injection) binds 127.0.0.1 itself. Catalog faults are not applied on
+    # Nomad (they are per instance); the admin endpoint sets them at run time.
+    env["APP_ADMIN_PORT"] = hcl_interpolated("${NOMAD_PORT_admin}")
     env["MESH_APP_REVISION"] = hcl_string(service["revision"])
 
     # One ACL token per service on Nomad (allocations are not known in advance): the scheduler

@@ -178,6 +178,7 @@ def test_installed_files_leave_out_tests_and_dev_files():
     assert "requirements-dev.txt" not in files and "pyproject.toml" not in files
     front = apps.files(apps.SOURCE, "frontend")
     assert "src/server.js" in front and not [f for f in front if f.startswith(("test/", "test-support/"))]
+    assert "node_modules/cockatiel/package.json" in front  # its pinned dependency travels with it
 
 
 def test_new_code_changes_the_revision_in_every_instances_environment(tmp_path, catalog, settings):

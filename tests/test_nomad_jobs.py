@@ -133,7 +133,7 @@ def test_ports_are_dynamic(lab, variables):
         [network] = group["network"]
         assert network["mode"] == "host"
         ports = {label: body for p in network["port"] for label, body in p.items()}
-        expected = {"http", "sidecar"} | {nomad.port_label(u["service"]) for u in svc["upstreams"]}
+        expected = {"http", "sidecar", "admin"} | {nomad.port_label(u["service"]) for u in svc["upstreams"]}
         assert set(ports) == expected
         assert not [label for label, body in ports.items() if "static" in body], svc["name"]
 
@@ -146,9 +146,11 @@ def test_app_task_runs_the_models_argv_with_the_systemd_environment(lab, variabl
         assert config["work_dir"] == svc["dir"]
         [env] = app["env"]
         systemd_env = lab_model.instances_of(lab, svc["name"])[0]["env"]
-        # Same variables as the systemd unit; INSTANCE_ID comes from the instance template.
-        assert set(env) | {"INSTANCE_ID"} == set(systemd_env)
+        # Same variables as the systemd unit (but the catalog's per-instance faults); INSTANCE_ID comes from
+        # the instance template.
+        assert set(env) | {"INSTANCE_ID"} == {k for k in systemd_env if not k.startswith("FAULT_")}
         assert env["APP_PORT"] == "${NOMAD_PORT_http}"
+        assert env["APP_ADMIN_PORT"] == "${NOMAD_PORT_admin}"
         assert env["APP_BIND"] == svc["bind"]
         assert env["MESH_APP_REVISION"] == svc["revision"]
         for key, value in svc["env"].items():
@@ -194,7 +196,7 @@ def test_registration_is_the_systemd_consul_definition_with_nomads_ports(lab, va
         assert [config["command"]] + config["args"] == [
             "consul", "services", "register", f"-http-addr={api}", token, "${NOMAD_TASK_DIR}/service.json"]
         data = _templates(register)["local/service.json"]["data"]
-        labels = ["http", "sidecar"] + [nomad.port_label(u["service"]) for u in svc["upstreams"]]
+        labels = ["http", "sidecar", "admin"] + [nomad.port_label(u["service"]) for u in svc["upstreams"]]
         ports = {f"NOMAD_PORT_{label}": str(23000 + n) for n, label in enumerate(labels)}
         for inst in lab_model.instances_of(lab, svc["name"]):
             env = {**ports, "NOMAD_IP_http": "10.9.9.9", "NOMAD_IP_sidecar": "10.9.9.9",
@@ -204,7 +206,8 @@ def test_registration_is_the_systemd_consul_definition_with_nomads_ports(lab, va
                 "id": inst["id"], "service": svc["name"], "port": 23000, "sidecar_port": 23001,
                 "address": "10.9.9.9" if svc["bind"] != "127.0.0.1" else "127.0.0.1", "node_address": "10.9.9.9",
                 "health_path": svc["health_path"],
-                "upstreams": [{"service": u["service"], "local_port": 23002 + n} for n, u in enumerate(svc["upstreams"])],
+                # (23002 is the admin port: not in the registration)
+                "upstreams": [{"service": u["service"], "local_port": 23003 + n} for n, u in enumerate(svc["upstreams"])],
             }, lab["settings"])
             want["service"]["meta"]["nomad_alloc_id"] = "0c5a"
             assert got == want

@@ -13,9 +13,11 @@ import sys
 import time
 from typing import Callable
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, abort, g, jsonify, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
+
+from . import faults as fault_injection
 
 OPERATIONS: dict[str, Callable[[int, int], int]] = {
     "add": operator.add,
@@ -63,17 +65,52 @@ def _write_log_line(record: dict) -> None:
     sys.stdout.flush()
 
 
-def create_app(op: str, instance_id: str) -> Flask:
-    """Build the WSGI app for operation ``op`` ("add" or "sub")."""
+class _Abort(Exception):
+    """An abort fault: the connection is closed without an answer."""
+
+
+def create_app(op: str, instance_id: str, admin_port: int = 0, faults: fault_injection.FaultState | None = None) -> Flask:
+    """Build the WSGI app for operation ``op`` ("add" or "sub").
+
+    ``admin_port``: the port (bound to 127.0.0.1 by the server) whose requests may reach /admin/faults,
+    and nothing else; 0: no admin endpoint. ``faults``: the instance's fault state (in memory if None).
+    """
     if op not in OPERATIONS:
         raise ValueError(f"op must be one of {sorted(OPERATIONS)}, got {op!r}")
     compute = OPERATIONS[op]
+    state = faults or fault_injection.FaultState(None)
 
     app = Flask(__name__)
     app.json.sort_keys = False
 
+    @app.before_request
+    def admin_port_only_serves_admin():
+        on_admin = bool(admin_port) and request.environ.get("SERVER_PORT") == str(admin_port)
+        if on_admin != request.path.startswith("/admin/"):
+            abort(404)
+
+    @app.route("/admin/faults", methods=["GET", "PUT", "DELETE"])
+    def admin_faults():
+        if request.method == "GET":
+            return jsonify(state.get())
+        if request.method == "DELETE":
+            return jsonify(state.set(fault_injection.NONE))
+        try:
+            return jsonify(state.set(request.get_json(force=True, silent=True)))
+        except fault_injection.FaultError as exc:
+            return jsonify(error=str(exc)), 400
+
     @app.get("/api/v1/execute")
     def execute():
+        current = state.get()
+        if fault_injection.active(current):
+            delay, outcome = fault_injection.draw(current)
+            if delay:
+                time.sleep(delay)
+            if outcome == "abort":
+                raise _Abort()
+            if outcome == "error":
+                return jsonify(error="injected fault: error", instance=instance_id), 500
         try:
             left = parse_operand(request.args, "l")
             right = parse_operand(request.args, "r")
@@ -83,7 +120,7 @@ def create_app(op: str, instance_id: str) -> Flask:
 
     @app.get("/health")
     def health():
-        return jsonify(status="ok", instance=instance_id, op=op)
+        return jsonify(status="ok", instance=instance_id, op=op, faults=state.get())
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -92,6 +129,17 @@ def create_app(op: str, instance_id: str) -> Flask:
         response.data = app.json.dumps({"error": exc.description})
         response.content_type = "application/json"
         return response
+
+    @app.errorhandler(_Abort)
+    def abort_connection(exc: _Abort):
+        # gunicorn hands the client socket to the app: shut it, so the client gets no answer at all.
+        sock = request.environ.get("gunicorn.socket")
+        if sock is not None:
+            try:
+                sock.shutdown(2)
+            except OSError:
+                pass
+        return jsonify(error="injected fault: abort"), 500
 
     @app.errorhandler(Exception)
     def internal_error(exc: Exception):

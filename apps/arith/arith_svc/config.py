@@ -15,6 +15,7 @@ import socket
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence, TypeVar
 
+from . import faults as fault_injection
 from .app import OPERATIONS
 
 T = TypeVar("T")
@@ -33,7 +34,11 @@ _FLAGS = {
     "workers": ("ARITH_WORKERS", "gunicorn worker processes, 1-64 (default 2)"),
     "threads": ("ARITH_THREADS", "threads per worker, 1-256 (default 4)"),
     "instance_id": ("INSTANCE_ID", "id reported in responses (default <hostname>:<port>)"),
+    "admin_port": ("APP_ADMIN_PORT", "admin endpoint port on 127.0.0.1 (/admin/faults); 0, the default: none"),
 }
+# Initial faults (off by default), environment only; the admin endpoint changes them at run time.
+FAULT_ENV = {"latency_ms": "FAULT_LATENCY_MS", "latency_jitter_ms": "FAULT_LATENCY_JITTER_MS",
+             "error_rate": "FAULT_ERROR_RATE", "abort_rate": "FAULT_ABORT_RATE"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,8 @@ class Settings:
     workers: int
     threads: int
     instance_id: str
+    admin_port: int = 0
+    faults: dict | None = None
 
 
 def _op(value: str) -> str:
@@ -117,4 +124,18 @@ def parse_settings(argv: Sequence[str] | None, env: Mapping[str, str]) -> Settin
     workers = resolve("workers", _int_between(1, 64), "2")
     threads = resolve("threads", _int_between(1, 256), "4")
     instance_id = resolve("instance_id", _instance_id, f"{socket.gethostname()}:{port}")
-    return Settings(op, bind, port, workers, threads, instance_id)
+    admin_port = resolve("admin_port", _int_between(0, 65535), "0")
+    if admin_port and admin_port == port:
+        parser.error(f"--admin-port/APP_ADMIN_PORT {admin_port} must differ from the service port")
+    initial = {}
+    for key, env_name in FAULT_ENV.items():
+        if env.get(env_name):
+            try:
+                initial[key] = float(env[env_name]) if "rate" in key else int(env[env_name])
+            except ValueError:
+                parser.error(f"invalid {env_name} {env[env_name]!r}: must be a number")
+    try:
+        faults = fault_injection.validate(initial)
+    except fault_injection.FaultError as exc:
+        parser.error(f"invalid FAULT_* settings: {exc}")
+    return Settings(op, bind, port, workers, threads, instance_id, admin_port, faults)

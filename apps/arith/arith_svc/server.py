@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 from gunicorn.app.base import BaseApplication
 
+from . import faults as fault_injection
 from .app import create_app
 from .config import Settings
 
@@ -13,10 +17,18 @@ from .config import Settings
 KEEPALIVE_SECONDS = 75
 
 
+def faults_file(settings: Settings) -> str:
+    """Where the instance's workers share its fault setting (the unit's private /tmp in the lab)."""
+    return os.path.join(tempfile.gettempdir(), f"arith-faults-{settings.port}.json")
+
+
 def gunicorn_options(settings: Settings) -> dict:
     host = f"[{settings.bind}]" if ":" in settings.bind else settings.bind  # IPv6 literal
+    binds = [f"{host}:{settings.port}"]
+    if settings.admin_port:
+        binds.append(f"127.0.0.1:{settings.admin_port}")  # the admin endpoint: loopback only
     return {
-        "bind": f"{host}:{settings.port}",
+        "bind": binds,
         "workers": settings.workers,
         # gthread: each worker serves `threads` connections concurrently and keeps
         # idle keep-alive connections in a poller instead of blocking a thread.
@@ -39,6 +51,8 @@ class ArithServer(BaseApplication):
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        # The master writes the initial faults before its workers start; workers only read and change them.
+        fault_injection.FaultState(faults_file(settings), settings.faults or fault_injection.NONE)
         super().__init__()
 
     def load_config(self) -> None:
@@ -46,4 +60,5 @@ class ArithServer(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        return create_app(self.settings.op, self.settings.instance_id)
+        state = fault_injection.FaultState(faults_file(self.settings))
+        return create_app(self.settings.op, self.settings.instance_id, self.settings.admin_port, state)

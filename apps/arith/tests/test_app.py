@@ -81,7 +81,8 @@ def test_health(add_client, sub_client):
     for client, op in ((add_client, "add"), (sub_client, "sub")):
         response = client.get("/health")
         assert response.status_code == 200
-        assert response.get_json() == {"status": "ok", "instance": f"{op}-test-1", "op": op}
+        assert response.get_json() == {"status": "ok", "instance": f"{op}-test-1", "op": op,
+                                       "faults": {"latency_ms": 0, "latency_jitter_ms": 0, "error_rate": 0, "abort_rate": 0}}
 
 
 def test_unknown_path_is_404_json(add_client):

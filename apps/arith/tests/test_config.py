@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 from arith_svc.config import Settings, parse_settings
+from arith_svc.faults import NONE
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
 def test_defaults():
     settings = parse_settings(["--op", "add"], {})
-    assert settings == Settings("add", "127.0.0.1", 8000, 2, 4, f"{socket.gethostname()}:8000")
+    assert settings == Settings("add", "127.0.0.1", 8000, 2, 4, f"{socket.gethostname()}:8000", 0, NONE)
 
 
 def test_environment_is_used():
@@ -26,7 +27,7 @@ def test_environment_is_used():
         "ARITH_THREADS": "8",
         "INSTANCE_ID": "sub-1",
     }
-    assert parse_settings([], env) == Settings("sub", "0.0.0.0", 9002, 3, 8, "sub-1")
+    assert parse_settings([], env) == Settings("sub", "0.0.0.0", 9002, 3, 8, "sub-1", 0, NONE)
 
 
 def test_flag_wins_over_environment():

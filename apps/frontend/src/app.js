@@ -2,15 +2,20 @@
 /**
  * HTTP server of the calculator frontend:
  *   POST /api/v1/compute  {"expression": "1+2-3"} -> {"result": 0, "calls": [...]}
- *   GET  /health
+ *   GET  /health          status, and per upstream its breaker state and call counters
  * Every response is JSON and carries X-Instance-Id; one JSON access-log line
  * is written per request.
+ *
+ * Admin endpoint, on 127.0.0.1:APP_ADMIN_PORT only (never through the mesh):
+ *   GET/PUT/DELETE /admin/faults      fault injection on /api/v1/compute (faults.js)
+ *   GET/PUT        /admin/resilience  {"enabled": true|false}: the upstream policies on or off
  */
 
 const http = require('node:http');
 const { parseExpression, ParseError } = require('./parser');
 const { evaluate } = require('./calculator');
 const { UpstreamClient, UpstreamError } = require('./upstream');
+const { validateFaults, drawFault, isActive, FaultError, NONE } = require('./faults');
 
 const MAX_BODY_BYTES = 16 * 1024;
 
@@ -108,29 +113,85 @@ function errorResponse(err) {
  * @param {{log?: (record: object) => void}} [options] access logger (tests pass a collector)
  * @returns {{server: http.Server, listen: () => Promise<import('node:net').AddressInfo>, close: () => Promise<void>}}
  */
+/** Sleep `ms` milliseconds. */
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** An abort fault: close the connection without an answer. */
+class AbortFault extends Error {}
+
 function createApp(config, { log = writeLogLine } = {}) {
   const clients = {
     '+': new UpstreamClient(config.upstreams.add),
     '-': new UpstreamClient(config.upstreams.sub),
   };
   let closing = false;
+  let faults = validateFaults(config.faults || {});
 
   // A handler resolves to [status, body]; errors are mapped by errorResponse().
   const routes = {
     '/api/v1/compute': {
       POST: async (req) => {
+        if (isActive(faults)) {
+          const { delayMs, outcome } = drawFault(faults);
+          if (delayMs > 0) await sleep(delayMs);
+          if (outcome === 'abort') throw new AbortFault();
+          if (outcome === 'error') throw new HttpError(500, 'injected fault: error', { fields: { instance: config.instanceId } });
+        }
         const expression = await readExpression(req);
-        return [200, await evaluate(parseExpression(expression), clients)];
+        const answer = await evaluate(parseExpression(expression), clients);
+        return [200, config.version ? { ...answer, version: config.version } : answer];
       },
     },
     '/health': {
-      GET: async () => [200, { status: 'ok', instance: config.instanceId }],
+      GET: async () => [200, {
+        status: 'ok',
+        instance: config.instanceId,
+        version: config.version,
+        faults,
+        upstreams: Object.fromEntries(Object.values(clients).map((c) => [c.name, c.status()])),
+      }],
     },
   };
   routes['/health'].HEAD = routes['/health'].GET;
 
-  async function dispatch(req, path) {
-    const methods = routes[path];
+  const readJson = async (req) => {
+    try {
+      return JSON.parse((await readBody(req, MAX_BODY_BYTES)).toString('utf8') || '{}');
+    } catch (err) {
+      if (err instanceof HttpError) throw err;
+      throw new HttpError(400, 'request body is not valid JSON');
+    }
+  };
+  const adminRoutes = {
+    '/admin/faults': {
+      GET: async () => [200, faults],
+      PUT: async (req) => {
+        try {
+          faults = validateFaults(await readJson(req));
+        } catch (err) {
+          if (err instanceof FaultError) throw new HttpError(400, err.message);
+          throw err;
+        }
+        return [200, faults];
+      },
+      DELETE: async () => {
+        faults = { ...NONE };
+        return [200, faults];
+      },
+    },
+    '/admin/resilience': {
+      GET: async () => [200, { enabled: clients['+'].resilience }],
+      PUT: async (req) => {
+        const body = await readJson(req);
+        if (typeof body?.enabled !== 'boolean') throw new HttpError(400, 'send {"enabled": true} or {"enabled": false}');
+        for (const client of Object.values(clients)) client.resilience = body.enabled;
+        return [200, { enabled: body.enabled }];
+      },
+    },
+  };
+
+  async function dispatch(req, path, table = routes) {
+    const methods = table[path];
     if (!methods) throw new HttpError(404, `no route for ${path}`);
     const handler = methods[req.method];
     if (!handler) {
@@ -142,7 +203,7 @@ function createApp(config, { log = writeLogLine } = {}) {
     return [status, body, {}];
   }
 
-  const server = http.createServer((req, res) => {
+  const handle = (table) => (req, res) => {
     const started = process.hrtime.bigint();
     const path = req.url.split('?')[0];
     res.once('close', () => {
@@ -156,35 +217,54 @@ function createApp(config, { log = writeLogLine } = {}) {
         duration_ms: Math.round(elapsedMs * 1000) / 1000,
       });
     });
-    dispatch(req, path)
-      .catch(errorResponse)
-      .then(([status, body, headers]) => {
+    dispatch(req, path, table)
+      .catch((err) => {
+        if (err instanceof AbortFault) {
+          req.socket.destroy();
+          return null;
+        }
+        return errorResponse(err);
+      })
+      .then((answer) => {
+        if (!answer) return;
+        const [status, body, headers] = answer;
         // While shutting down, make keep-alive clients reconnect elsewhere.
         const connection = closing ? { Connection: 'close' } : {};
-        sendJson(res, status, body, { ...headers, ...connection, 'X-Instance-Id': config.instanceId });
+        const version = config.version ? { 'X-Version': config.version } : {};
+        sendJson(res, status, body, { ...headers, ...connection, ...version, 'X-Instance-Id': config.instanceId });
       })
       .catch((err) => {
         process.stderr.write(`cannot send response: ${err.stack}\n`);
         res.destroy();
       });
-  });
+  };
+  const server = http.createServer(handle(routes));
+  const admin = config.adminPort ? http.createServer(handle(adminRoutes)) : null;
 
   return {
     server,
-    /** Start listening on config.bind:config.port (port 0 picks a free port). */
-    listen() {
-      return new Promise((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(config.port, config.bind, () => {
-          server.off('error', reject);
-          resolve(server.address());
+    admin,
+    /** Start listening on config.bind:config.port (port 0 picks a free port), and the admin endpoint. */
+    async listen() {
+      const listenOn = (srv, port, bind) => new Promise((resolve, reject) => {
+        srv.once('error', reject);
+        srv.listen(port, bind, () => {
+          srv.off('error', reject);
+          resolve(srv.address());
         });
       });
+      const address = await listenOn(server, config.port, config.bind);
+      if (admin) await listenOn(admin, config.adminPort, '127.0.0.1');
+      return address;
     },
     /** Stop accepting, finish in-flight requests, close idle keep-alive connections. */
     close() {
       closing = true;
       return new Promise((resolve) => {
+        if (admin) {
+          admin.close();
+          admin.closeAllConnections();
+        }
         server.close(() => {
           clients['+'].close();
           clients['-'].close();

@@ -52,19 +52,54 @@ const upstreamUrl = (raw) => {
   return `${url.origin}${url.pathname.replace(/\/+$/, '')}`;
 };
 
+const onOff = (raw) => {
+  if (raw !== 'on' && raw !== 'off') throw new Error('must be on or off');
+  return raw === 'on';
+};
+
+const rate = (raw) => {
+  if (!/^(0(\.[0-9]+)?|1(\.0+)?)$/.test(raw)) throw new Error('must be a number from 0 to 1');
+  return Number(raw);
+};
+
+// Per-call policy settings: UPSTREAM_<X> for every upstream, <NAME>_<X> (ADD_SVC_<X>, SUB_SVC_<X>) for one.
+const POLICY = {
+  TIMEOUT_MS: [integer(1, 600000), '2000'], // the whole call, retries included
+  ATTEMPT_TIMEOUT_MS: [integer(1, 600000), '250'], // one attempt
+  RETRIES: [integer(0, 10), '3'],
+  RETRY_BACKOFF_MS: [integer(0, 60000), '10'], // first backoff; decorrelated jitter, at most 20x
+  RETRY_BUDGET_PERCENT: [integer(0, 1000), '50'], // retries at most this % of the calls of the last 10 s ...
+  RETRY_BUDGET_MIN_PER_S: [integer(0, 100000), '10'], // ... or this many per second, whichever is more
+  BREAKER_FAILURES: [integer(1, 1000), '5'], // consecutive failed calls that open the breaker
+  BREAKER_HALF_OPEN_MS: [integer(1, 3600000), '5000'], // open -> half-open after this long
+};
+
 /** name -> [parser, default]; a default of null is computed below. */
 const SPEC = {
   APP_BIND: [bindAddress, '127.0.0.1'],
   APP_PORT: [integer(1, 65535), '8080'],
+  APP_ADMIN_PORT: [integer(0, 65535), '0'], // 127.0.0.1 only; 0: no admin endpoint
   INSTANCE_ID: [instanceId, null],
+  APP_VERSION: [(raw) => {
+    if (!/^[a-z][a-z0-9-]{0,30}$/.test(raw)) throw new Error('must be lowercase letters, digits and -');
+    return raw;
+  }, null],
   ADD_SVC_URL: [upstreamUrl, 'http://127.0.0.1:9191'],
   SUB_SVC_URL: [upstreamUrl, 'http://127.0.0.1:9192'],
-  UPSTREAM_TIMEOUT_MS: [integer(1, 600000), '2000'],
-  UPSTREAM_RETRIES: [integer(0, 10), '1'],
+  RESILIENCE: [onOff, 'on'],
   UPSTREAM_MAX_SOCKETS: [integer(1, 1024), '8'],
   UPSTREAM_MAX_REQUESTS_PER_SOCKET: [integer(1, 1000000), '16'],
   UPSTREAM_SOCKET_MAX_AGE_MS: [integer(1, 86400000), '10000'],
+  FAULT_LATENCY_MS: [integer(0, 60000), '0'],
+  FAULT_LATENCY_JITTER_MS: [integer(0, 60000), '0'],
+  FAULT_ERROR_RATE: [rate, '0'],
+  FAULT_ABORT_RATE: [rate, '0'],
 };
+for (const [key, spec] of Object.entries(POLICY)) {
+  SPEC[`UPSTREAM_${key}`] = spec;
+  SPEC[`ADD_SVC_${key}`] = [spec[0], null];
+  SPEC[`SUB_SVC_${key}`] = [spec[0], null];
+}
 
 /**
  * @param {Record<string, string|undefined>} env usually process.env
@@ -85,25 +120,45 @@ function loadConfig(env) {
   }
   if (problems.length > 0) throw new ConfigError(problems);
 
+  const faults = {
+    latency_ms: values.FAULT_LATENCY_MS,
+    latency_jitter_ms: values.FAULT_LATENCY_JITTER_MS,
+    error_rate: values.FAULT_ERROR_RATE,
+    abort_rate: values.FAULT_ABORT_RATE,
+  };
+  if (faults.error_rate + faults.abort_rate > 1) throw new ConfigError(['FAULT_ERROR_RATE + FAULT_ABORT_RATE must not exceed 1']);
+
   const pool = {
     maxSockets: values.UPSTREAM_MAX_SOCKETS,
     maxRequestsPerSocket: values.UPSTREAM_MAX_REQUESTS_PER_SOCKET,
     maxSocketAgeMs: values.UPSTREAM_SOCKET_MAX_AGE_MS,
   };
-  const upstream = (name, baseUrl) => ({
-    name,
-    baseUrl,
-    timeoutMs: values.UPSTREAM_TIMEOUT_MS,
-    retries: values.UPSTREAM_RETRIES,
-    pool,
-  });
+  const upstream = (name, prefix, baseUrl) => {
+    const get = (key) => values[`${prefix}_${key}`] ?? values[`UPSTREAM_${key}`];
+    return {
+      name,
+      baseUrl,
+      timeoutMs: get('TIMEOUT_MS'),
+      attemptTimeoutMs: get('ATTEMPT_TIMEOUT_MS'),
+      retries: get('RETRIES'),
+      backoffMs: get('RETRY_BACKOFF_MS'),
+      retryBudget: { percent: get('RETRY_BUDGET_PERCENT'), minPerSecond: get('RETRY_BUDGET_MIN_PER_S') },
+      breakerFailures: get('BREAKER_FAILURES'),
+      breakerHalfOpenMs: get('BREAKER_HALF_OPEN_MS'),
+      resilience: values.RESILIENCE,
+      pool,
+    };
+  };
   return {
     bind: values.APP_BIND,
     port: values.APP_PORT,
+    adminPort: values.APP_ADMIN_PORT,
     instanceId: values.INSTANCE_ID ?? `${os.hostname()}:${values.APP_PORT}`,
+    version: values.APP_VERSION ?? null,
+    faults,
     upstreams: {
-      add: upstream('add-svc', values.ADD_SVC_URL),
-      sub: upstream('sub-svc', values.SUB_SVC_URL),
+      add: upstream('add-svc', 'ADD_SVC', values.ADD_SVC_URL),
+      sub: upstream('sub-svc', 'SUB_SVC', values.SUB_SVC_URL),
     },
   };
 }

@@ -14,6 +14,11 @@ const http = require('node:http');
 
 const BORN_AT = Symbol('bornAt');
 const USES = Symbol('uses');
+const INSTANCE = Symbol('instance');
+const RETIRE = Symbol('retire');
+// Ejected when a new connection failed before its instance was known: no connection is closed, but the
+// pool keeps its connections to good instances (see #expired) instead of dealing new ones.
+const UNKNOWN_INSTANCE = '(a new connection\'s instance)';
 
 class BoundedAgent extends http.Agent {
   /**
@@ -38,6 +43,48 @@ class BoundedAgent extends http.Agent {
     this.prependListener('free', (socket) => {
       if (this.#expired(socket)) socket.destroy();
     });
+    this.ejected = new Map(); // instance id -> until (ms since epoch)
+  }
+
+  /**
+   * Remember which instance answered on `socket` (the proxy chose it when the connection was made),
+   * and retire the connection when `bad` (it answered 5xx or too late).
+   */
+  noteAnswer(socket, instance, bad) {
+    if (!socket) return;
+    if (instance) socket[INSTANCE] = instance;
+    if (bad) socket[RETIRE] = true;
+  }
+
+  /**
+   * Outlier ejection, connection by connection: for `ms`, connections to `instance` are not kept
+   * in the pool (idle ones are closed now, busy ones when they are released). New connections go
+   * where the proxy sends them; the pool fills up with connections to the other instances.
+   */
+  eject(instance, ms) {
+    if (!instance) return;
+    this.ejected.set(instance, Date.now() + ms);
+    for (const sockets of Object.values(this.freeSockets)) {
+      for (const socket of sockets) if (socket[INSTANCE] === instance) socket.destroy();
+    }
+  }
+
+  /** When the last current ejection ends (ms since epoch), 0 when no instance is ejected. */
+  ejectionEnd() {
+    let end = 0;
+    for (const [instance, until] of this.ejected) {
+      if (until > Date.now()) end = Math.max(end, until);
+      else this.ejected.delete(instance);
+    }
+    return end;
+  }
+
+  isEjected(instance) {
+    const until = this.ejected.get(instance);
+    if (until === undefined) return false;
+    if (until > Date.now()) return true;
+    this.ejected.delete(instance);
+    return false;
   }
 
   addRequest(req, options) {
@@ -59,13 +106,18 @@ class BoundedAgent extends http.Agent {
     if (!super.keepSocketAlive(socket)) return false;
     // Let Agent's idle-timeout handling close the socket when it reaches its
     // maximum age while idle; Agent only destroys timed-out *free* sockets.
-    socket.setTimeout(Math.max(1, socket[BORN_AT] + this.maxSocketAgeMs - Date.now()));
+    const retireAt = Math.max(socket[BORN_AT] + this.maxSocketAgeMs, socket[INSTANCE] ? this.ejectionEnd() : 0);
+    socket.setTimeout(Math.max(1, retireAt - Date.now()));
     return true;
   }
 
   #expired(socket) {
+    if (socket[RETIRE] || (socket[INSTANCE] && this.isEjected(socket[INSTANCE]))) return true;
+    // While an instance is ejected, a connection known to reach a good one outlives its use and age
+    // limits: a new connection would go wherever the proxy deals it, the ejected instance included.
+    if (socket[INSTANCE] && this.ejectionEnd()) return false;
     return socket[USES] >= this.maxRequestsPerSocket || Date.now() - socket[BORN_AT] >= this.maxSocketAgeMs;
   }
 }
 
-module.exports = { BoundedAgent };
+module.exports = { BoundedAgent, INSTANCE, UNKNOWN_INSTANCE };

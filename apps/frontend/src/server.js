@@ -25,7 +25,8 @@ function main() {
       process.stderr.write(`frontend ${config.instanceId} listening on ${address}:${port}\n`);
     },
     (err) => {
-      process.stderr.write(`frontend: cannot listen on ${config.bind}:${config.port}: ${err.message}\n`);
+      // err.message names the address (the service's or the admin endpoint's).
+      process.stderr.write(`frontend: cannot listen: ${err.message}\n`);
       process.exit(1);
     },
   );

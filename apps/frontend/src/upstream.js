@@ -1,22 +1,52 @@
 'use strict';
 /**
- * Client for one arith upstream (add-svc or sub-svc) reached through the mesh.
+ * Client for one arith upstream (add-svc or sub-svc) reached through the mesh, with the
+ * caller-side resilience that Consul's built-in (L4) proxy does not have.
  *
- * Error mapping (see apps/README.md):
- *   no connection / reset / non-2xx / malformed answer -> UpstreamError 502
- *   no complete answer within timeoutMs                 -> UpstreamError 504
- *   upstream answered 400 (operand rejected)            -> UpstreamError 422
- * Retries: a request that failed with a connection error before any response
- * byte arrived is sent again, up to `retries` times, on a new connection
- * outside the pool (the pooled sockets may be just as stale). Timeouts are
- * never retried. The GET is idempotent, so a retry cannot double-apply.
+ * Policies (cockatiel, see apps/README.md), outermost first:
+ *   circuit breaker  opens after `breakerFailures` consecutive failed calls; while open, calls fail
+ *                    at once (503 naming the upstream); half-opens after `breakerHalfOpenMs`
+ *   retry            up to `retries` more attempts for idempotent GETs that failed with a
+ *                    connection error, a 5xx answer or an attempt timeout, with decorrelated
+ *                    jittered exponential backoff from `backoffMs`, while the retry budget allows
+ *   attempt timeout  each attempt gets `attemptTimeoutMs`; the whole call `timeoutMs`
+ * Outlier ejection, connection by connection: the proxy picks an instance per connection, and a
+ * connection knows its instance from the answers' X-Instance-Id. An instance that answered 5xx or
+ * too late keeps no connection in the pool for 5 s, so retries (which take pooled connections)
+ * go to the instances that answer well. A connection error ejects the connection's instance too
+ * (its pooled connections were cut with it); while an instance is ejected, the pool keeps its
+ * connections to the good ones past their use and age limits (pool.js). An attempt that timed out is not cancelled: its late answer still counts for the
+ * call if it arrives before the retries' (a hedged retry), so a merely slow instance delays a call
+ * but does not fail it, whichever instances the proxy picks for the retries' new connections.
+ * With resilience off (admin endpoint), a call is one attempt on the plain pool.
+ *
+ * Error mapping: no connection / reset / 5xx / malformed -> 502; no answer in time -> 504;
+ * circuit open -> 503; upstream answered 400 (operand rejected) -> 422 (never retried).
  */
 
 const http = require('node:http');
-const { BoundedAgent } = require('./pool');
+const {
+  BrokenCircuitError,
+  CircuitState,
+  ConsecutiveBreaker,
+  ExponentialBackoff,
+  TaskCancelledError,
+  TimeoutStrategy,
+  circuitBreaker,
+  decorrelatedJitterGenerator,
+  handleWhen,
+  retry,
+  timeout,
+  wrap,
+} = require('cockatiel');
+const { BoundedAgent, INSTANCE, UNKNOWN_INSTANCE } = require('./pool');
+
+// How long an instance that answered 5xx or too late stays out of the connection pool.
+const EJECT_MS = 5000;
 
 const MAX_RESPONSE_BYTES = 64 * 1024;
-const RETRYABLE_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE']);
+const CONNECTION_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH']);
+const BREAKER_STATES = { [CircuitState.Closed]: 'closed', [CircuitState.Open]: 'open', [CircuitState.HalfOpen]: 'half-open', [CircuitState.Isolated]: 'isolated' };
 
 class UpstreamError extends Error {
   /**
@@ -32,51 +62,157 @@ class UpstreamError extends Error {
   }
 }
 
-/** Failure of one attempt; `retryable` only for connection errors before any response. */
+/** Failure of one attempt; `retryable` for connection errors, 5xx answers and timeouts (GETs are idempotent). */
 class AttemptError extends Error {
-  constructor(status, message, retryable = false) {
+  constructor(status, message, { retryable = false } = {}) {
     super(message);
     this.status = status;
     this.retryable = retryable;
   }
 }
 
+/**
+ * Retries allowed: at most `percent` % of the calls of the last `windowMs`, and `minPerSecond`
+ * per second whatever the traffic, so that retries cannot multiply a failing upstream's load.
+ */
+class RetryBudget {
+  constructor({ percent, minPerSecond, windowMs = 10000 }) {
+    this.percent = percent;
+    this.minPerSecond = minPerSecond;
+    this.windowMs = windowMs;
+    this.calls = [];
+    this.retries = [];
+  }
+
+  #trim(now) {
+    const since = now - this.windowMs;
+    while (this.calls.length && this.calls[0] < since) this.calls.shift();
+    while (this.retries.length && this.retries[0] < since) this.retries.shift();
+  }
+
+  recordCall(now = Date.now()) {
+    this.calls.push(now);
+  }
+
+  /** Take one retry from the budget; false when it is spent. */
+  take(now = Date.now()) {
+    this.#trim(now);
+    const allowed = Math.max((this.minPerSecond * this.windowMs) / 1000, (this.percent / 100) * this.calls.length);
+    if (this.retries.length >= allowed) return false;
+    this.retries.push(now);
+    return true;
+  }
+}
+
 class UpstreamClient {
   /**
-   * @param {object} options
-   * @param {string} options.name service name used in errors, e.g. "add-svc"
-   * @param {string} options.baseUrl e.g. "http://127.0.0.1:9191" (no trailing slash)
-   * @param {number} options.timeoutMs deadline for one call, retries included
-   * @param {number} options.retries extra attempts after a connection error
-   * @param {object} options.pool {maxSockets, maxRequestsPerSocket, maxSocketAgeMs}
+   * @param {object} options see config.js (upstream settings)
    */
-  constructor({ name, baseUrl, timeoutMs, retries, pool }) {
+  constructor({ name, baseUrl, timeoutMs, attemptTimeoutMs, retries, backoffMs, retryBudget, breakerFailures,
+    breakerHalfOpenMs, pool, resilience = true }) {
     this.name = name;
     this.baseUrl = baseUrl;
     this.timeoutMs = timeoutMs;
-    this.retries = retries;
+    this.attemptTimeoutMs = attemptTimeoutMs;
+    this.resilience = resilience;
     this.agent = new BoundedAgent(pool);
+    this.budget = new RetryBudget(retryBudget);
+    this.stats = { calls: 0, attempts: 0, retries: 0, late_answers_used: 0, failures: 0, rejected: 0, budget_exhausted: 0 };
+
+    // The breaker counts calls that failed after their retries; a rejected operand (422) is no failure.
+    this.breaker = circuitBreaker(handleWhen((err) => !(err instanceof UpstreamError && err.status === 422)), {
+      halfOpenAfter: breakerHalfOpenMs,
+      breaker: new ConsecutiveBreaker(breakerFailures),
+    });
+    this.retry = retry(
+      handleWhen((err) => this.#retryable(err)),
+      {
+        maxAttempts: retries,
+        backoff: new ExponentialBackoff({ initialDelay: backoffMs, maxDelay: backoffMs * 20, generator: decorrelatedJitterGenerator }),
+      },
+    );
+    this.retry.onRetry(() => {
+      this.stats.retries += 1;
+    });
+    this.attemptTimeout = timeout(attemptTimeoutMs, TimeoutStrategy.Aggressive);
+    this.policy = wrap(this.breaker, this.retry, this.attemptTimeout);
+  }
+
+  #retryable(err) {
+    const retryable = err instanceof TaskCancelledError || (err instanceof AttemptError && err.retryable);
+    if (!retryable) return false;
+    if (this.budget.take()) return true;
+    this.stats.budget_exhausted += 1;
+    return false;
+  }
+
+  get breakerState() {
+    return BREAKER_STATES[this.breaker.state] || 'unknown';
+  }
+
+  /** What /health reports for this upstream. */
+  status() {
+    return { breaker: this.breakerState, resilience: this.resilience ? 'on' : 'off', ...this.stats };
   }
 
   /**
    * GET {baseUrl}/api/v1/execute?l=&r=
-   * @returns {Promise<{result: number, instance: string|null}>}
+   * @returns {Promise<{result: number, instance: string|null, attempts: number, breaker: string}>}
    * @throws {UpstreamError}
    */
   async execute(l, r) {
     const url = `${this.baseUrl}/api/v1/execute?${new URLSearchParams({ l: String(l), r: String(r) })}`;
-    const deadline = Date.now() + this.timeoutMs;
-    for (let attempt = 0; ; attempt += 1) {
+    this.stats.calls += 1;
+    this.budget.recordCall();
+    const deadline = AbortSignal.timeout(this.timeoutMs);
+    let attempts = 0;
+    // The first good late answer of an attempt that timed out: it completes the call (hedging).
+    let lateResult = null;
+    let onLateResult;
+    const lateWin = new Promise((resolve) => {
+      onLateResult = resolve;
+    });
+    const onLate = (answer) => {
+      if (lateResult) return;
       try {
-        const response = await this.#request(url, deadline, attempt === 0 ? this.agent : false);
-        return this.#interpret(response);
-      } catch (err) {
-        if (!(err instanceof AttemptError)) throw err;
-        if (!err.retryable || attempt >= this.retries) {
-          throw new UpstreamError(err.status, this.name, `${this.name}: ${err.message}`);
-        }
+        lateResult = this.#interpret(answer);
+      } catch {
+        return; // a late failure changes nothing
       }
+      this.stats.late_answers_used += 1;
+      onLateResult(lateResult);
+    };
+    const attempt = async (signal) => {
+      if (lateResult) return lateResult;
+      attempts += 1;
+      this.stats.attempts += 1;
+      const hedge = { onLate, over: () => lateResult !== null };
+      const own = this.#request(url, signal, hedge).then((answer) => this.#interpret(answer));
+      return Promise.race([own, lateWin]);
+    };
+    try {
+      const answer = this.resilience
+        ? await this.policy.execute(({ signal }) => attempt(signal), deadline)
+        : await attempt(deadline);
+      return { ...answer, attempts, breaker: this.breakerState };
+    } catch (err) {
+      this.stats.failures += 1;
+      throw this.#toUpstreamError(err, deadline);
     }
+  }
+
+  #toUpstreamError(err, deadline) {
+    if (err instanceof UpstreamError) return err;
+    if (err instanceof BrokenCircuitError) {
+      this.stats.rejected += 1;
+      return new UpstreamError(503, this.name, `${this.name}: circuit open after repeated failures, not calling it`);
+    }
+    if (err instanceof TaskCancelledError || deadline.aborted || err?.name === 'AbortError') {
+      const limit = deadline.aborted ? this.timeoutMs : this.attemptTimeoutMs;
+      return new UpstreamError(504, this.name, `${this.name}: no answer within ${limit} ms`);
+    }
+    if (err instanceof AttemptError) return new UpstreamError(err.status, this.name, `${this.name}: ${err.message}`);
+    return new UpstreamError(502, this.name, `${this.name}: ${err?.message || err}`);
   }
 
   /** Release pooled connections (used on shutdown). */
@@ -85,30 +221,51 @@ class UpstreamClient {
   }
 
   /**
-   * One HTTP attempt. Resolves with the status, headers and body; rejects with
-   * AttemptError. `agent === false` forces a fresh, unpooled connection.
+   * One HTTP attempt, cancelled by `signal`. Resolves with the status, headers and body; rejects with
+   * AttemptError. With resilience on, an attempt
+   * cancelled by its timeout is rejected at once but left running until the call's deadline: its late
+   * answer goes to `hedge.onLate` (and ejects the slow instance). Once `hedge.over()` (another attempt's
+   * late answer completed the call), cancelling it just closes it.
    */
-  #request(url, deadline, agent) {
+  #request(url, signal, hedge = { onLate: () => {}, over: () => true }) {
     return new Promise((resolve, reject) => {
-      const remaining = deadline - Date.now();
-      if (remaining <= 0) {
-        reject(new AttemptError(504, `no answer within ${this.timeoutMs} ms`));
+      if (signal.aborted) {
+        reject(new AttemptError(504, `no answer within ${this.attemptTimeoutMs} ms`, { retryable: true }));
         return;
       }
       let responded = false;
-      const req = http.get(url, { agent, headers: { accept: 'application/json' } });
-      const timer = setTimeout(() => {
-        req.destroy(new AttemptError(504, `no answer within ${this.timeoutMs} ms`));
-      }, remaining);
+      let late = false;
+      const req = http.get(url, { agent: this.agent, headers: { accept: 'application/json' } });
+      const onAbort = () => {
+        if (!this.resilience || responded || hedge.over()) {
+          req.destroy(new AttemptError(504, 'cancelled', { retryable: true }));
+          return;
+        }
+        // Too late for this call (its retry is on its way), but let the answer arrive: it tells which
+        // instance was slow, and that instance leaves the pool for a while. Closed at the call's deadline.
+        late = true;
+        this.agent.eject(req.socket?.[INSTANCE], EJECT_MS);
+        setTimeout(() => req.destroy(), this.timeoutMs).unref();
+        reject(new AttemptError(504, `no answer within ${this.attemptTimeoutMs} ms`, { retryable: true }));
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      const done = () => signal.removeEventListener('abort', onAbort);
       const fail = (err) => {
-        clearTimeout(timer);
+        done();
+        if (late) return;
         if (err instanceof AttemptError) return reject(err);
-        const retryable = !responded && RETRYABLE_CODES.has(err.code);
-        reject(new AttemptError(502, `${responded ? 'response failed' : 'connection failed'}: ${err.message}`, retryable));
+        const connection = !responded && (CONNECTION_CODES.has(err.code) || /socket hang up/.test(err.message));
+        if (connection && this.resilience) this.agent.eject(req.socket?.[INSTANCE] || UNKNOWN_INSTANCE, EJECT_MS);
+        reject(new AttemptError(502, `${responded ? 'response failed' : 'connection failed'}: ${err.message}`,
+          { retryable: connection }));
       };
       req.on('error', fail);
       req.on('response', (res) => {
         responded = true;
+        const instance = res.headers['x-instance-id'];
+        const bad = late || res.statusCode >= 500;
+        this.agent.noteAnswer(res.socket, instance, bad);
+        if (bad && this.resilience) this.agent.eject(instance, EJECT_MS);
         const chunks = [];
         let size = 0;
         res.on('data', (chunk) => {
@@ -124,14 +281,16 @@ class UpstreamClient {
           if (!res.complete) fail(new Error('connection closed before the response was complete'));
         });
         res.on('end', () => {
-          clearTimeout(timer);
-          resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') });
+          done();
+          const answer = { status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') };
+          if (late) hedge.onLate(answer);
+          else resolve(answer);
         });
       });
     });
   }
 
-  /** Turn an HTTP answer into a result, or throw UpstreamError. */
+  /** Turn an HTTP answer into a result, or throw (AttemptError for what a retry may fix). */
   #interpret({ status, headers, body }) {
     let payload;
     try {
@@ -143,14 +302,17 @@ class UpstreamClient {
       const detail = typeof payload?.error === 'string' ? payload.error : 'bad request';
       throw new UpstreamError(422, this.name, `${this.name} rejected the operation: ${detail}`);
     }
+    if (status >= 500) {
+      throw new AttemptError(502, `${this.name} answered HTTP ${status}`, { retryable: true });
+    }
     if (status < 200 || status > 299) {
       throw new UpstreamError(502, this.name, `${this.name} answered HTTP ${status}`);
     }
     if (!Number.isSafeInteger(payload?.result)) {
-      throw new UpstreamError(502, this.name, `${this.name} sent a malformed answer (no integer "result")`);
+      throw new AttemptError(502, `${this.name} sent a malformed answer (no integer "result")`);
     }
     return { result: payload.result, instance: headers['x-instance-id'] ?? null };
   }
 }
 
-module.exports = { UpstreamClient, UpstreamError };
+module.exports = { UpstreamClient, UpstreamError, RetryBudget };

@@ -88,12 +88,14 @@ async function terminate(child) {
  * Start a real add-svc or sub-svc (`python -m arith_svc`) on a free loopback port.
  * @returns {Promise<{url: string, port: number, instanceId: string, stop: () => Promise<number>}>}
  */
-async function startArith(op) {
+async function startArith(op, { admin = false } = {}) {
   const port = await freePort();
+  const adminPort = admin ? await freePort() : 0;
   const instanceId = `${op}-test-${port}`;
   const child = spawn(
     ARITH_PYTHON,
-    ['-m', 'arith_svc', '--op', op, '--port', String(port), '--workers', '1', '--instance-id', instanceId],
+    ['-m', 'arith_svc', '--op', op, '--port', String(port), '--workers', '1', '--instance-id', instanceId,
+      '--admin-port', String(adminPort)],
     { cwd: ARITH_DIR, stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let stderr = '';
@@ -107,7 +109,43 @@ async function startArith(op) {
     child.kill('SIGKILL');
     throw new Error(`${err.message}\n${ARITH_PYTHON} stderr:\n${stderr}`);
   }
-  return { url, port, instanceId, stop: () => terminate(child) };
+  const faults = (body) => request(`http://127.0.0.1:${adminPort}/admin/faults`, {
+    method: body ? 'PUT' : 'DELETE', headers: { 'Content-Type': 'application/json' }, body: body && JSON.stringify(body),
+  });
+  return { url, port, adminPort, instanceId, faults, stop: () => terminate(child) };
+}
+
+/**
+ * A TCP proxy in front of several instances that, like Consul's built-in proxy, picks one
+ * instance at random for each new connection (L4: every request on that connection goes there).
+ */
+async function startBalancingProxy(ports) {
+  const sockets = new Set();
+  const state = { connections: 0 };
+  const server = net.createServer((client) => {
+    state.connections += 1;
+    const upstream = net.connect(ports[Math.floor(Math.random() * ports.length)], '127.0.0.1');
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.pipe(upstream).pipe(client);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    state,
+    url: `http://127.0.0.1:${server.address().port}`,
+    close: async () => {
+      for (const socket of sockets) socket.destroy();
+      server.close();
+      await once(server, 'close');
+    },
+  };
 }
 
 /**
@@ -115,11 +153,13 @@ async function startArith(op) {
  * @param {Record<string, string>} env environment variables (see config.js)
  */
 async function startFrontend(env) {
-  const config = { ...loadConfig({ INSTANCE_ID: 'frontend-test', ...env }), port: 0 };
+  const adminPort = env.APP_ADMIN_PORT ? Number(env.APP_ADMIN_PORT) : 0;
+  const config = { ...loadConfig({ INSTANCE_ID: 'frontend-test', ...env }), port: 0, adminPort };
   const logs = [];
   const app = createApp(config, { log: (record) => logs.push(record) });
   const { port } = await app.listen();
-  return { url: `http://127.0.0.1:${port}`, logs, app, close: () => app.close() };
+  return { url: `http://127.0.0.1:${port}`, adminUrl: adminPort ? `http://127.0.0.1:${adminPort}` : null, logs, app,
+    close: () => app.close() };
 }
 
 /**
@@ -186,6 +226,7 @@ async function startFakeServer(handler) {
 module.exports = {
   ARITH_DIR,
   compute,
+  startBalancingProxy,
   freePort,
   request,
   startArith,

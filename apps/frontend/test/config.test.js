@@ -15,9 +15,18 @@ describe('loadConfig', () => {
       name: 'add-svc',
       baseUrl: 'http://127.0.0.1:9191',
       timeoutMs: 2000,
-      retries: 1,
+      attemptTimeoutMs: 250,
+      retries: 3,
+      backoffMs: 10,
+      retryBudget: { percent: 50, minPerSecond: 10 },
+      breakerFailures: 5,
+      breakerHalfOpenMs: 5000,
+      resilience: true,
       pool: { maxSockets: 8, maxRequestsPerSocket: 16, maxSocketAgeMs: 10000 },
     });
+    assert.equal(config.adminPort, 0);
+    assert.equal(config.version, null);
+    assert.deepEqual(config.faults, { latency_ms: 0, latency_jitter_ms: 0, error_rate: 0, abort_rate: 0 });
     assert.equal(config.upstreams.sub.name, 'sub-svc');
     assert.equal(config.upstreams.sub.baseUrl, 'http://127.0.0.1:9192');
   });
@@ -45,6 +54,21 @@ describe('loadConfig', () => {
     assert.deepEqual(config.upstreams.sub.pool, { maxSockets: 2, maxRequestsPerSocket: 100, maxSocketAgeMs: 30000 });
   });
 
+  it('takes per-upstream policy settings over the common ones, and initial faults', () => {
+    const config = loadConfig({
+      UPSTREAM_RETRIES: '2', ADD_SVC_RETRIES: '5', SUB_SVC_ATTEMPT_TIMEOUT_MS: '80', RESILIENCE: 'off',
+      APP_ADMIN_PORT: '18080', FAULT_LATENCY_MS: '300', FAULT_ERROR_RATE: '0.5',
+    });
+    assert.equal(config.upstreams.add.retries, 5);
+    assert.equal(config.upstreams.sub.retries, 2);
+    assert.equal(config.upstreams.sub.attemptTimeoutMs, 80);
+    assert.equal(config.upstreams.add.attemptTimeoutMs, 250);
+    assert.equal(config.upstreams.add.resilience, false);
+    assert.equal(config.adminPort, 18080);
+    assert.deepEqual(config.faults, { latency_ms: 300, latency_jitter_ms: 0, error_rate: 0.5, abort_rate: 0 });
+    assert.throws(() => loadConfig({ FAULT_ERROR_RATE: '0.7', FAULT_ABORT_RATE: '0.5' }), /must not exceed 1/);
+  });
+
   const invalid = {
     APP_BIND: 'not a host',
     APP_PORT: '70000',
@@ -56,6 +80,11 @@ describe('loadConfig', () => {
     UPSTREAM_MAX_SOCKETS: '1.5',
     UPSTREAM_MAX_REQUESTS_PER_SOCKET: 'lots',
     UPSTREAM_SOCKET_MAX_AGE_MS: '1e4',
+    UPSTREAM_ATTEMPT_TIMEOUT_MS: 'fast',
+    ADD_SVC_RETRIES: '11',
+    RESILIENCE: 'yes',
+    FAULT_ERROR_RATE: '1.5',
+    APP_ADMIN_PORT: '-1',
   };
   for (const [name, value] of Object.entries(invalid)) {
     it(`rejects ${name}=${value}`, () => {

@@ -10,6 +10,7 @@ const { setTimeout: sleep } = require('node:timers/promises');
 
 const { compute, startArith, startCountingProxy, startFrontend } = require('../test-support/harness');
 const { UpstreamClient } = require('../src/upstream');
+const { loadConfig } = require('../src/config');
 
 describe('upstream connection pool', () => {
   let add;
@@ -82,10 +83,8 @@ describe('upstream connection pool', () => {
       // One socket, 12 concurrent calls: after each response Agent passes the
       // socket straight to the next queued request instead of pooling it.
       const client = new UpstreamClient({
-        name: 'add-svc',
+        ...loadConfig({ UPSTREAM_TIMEOUT_MS: '5000', UPSTREAM_ATTEMPT_TIMEOUT_MS: '5000', UPSTREAM_RETRIES: '0' }).upstreams.add,
         baseUrl: proxy.url,
-        timeoutMs: 5000,
-        retries: 0,
         pool: { maxSockets: 1, maxRequestsPerSocket: 4, maxSocketAgeMs: 60000 },
       });
       try {

@@ -48,6 +48,7 @@ describe('node src/server.js', () => {
           INSTANCE_ID: 'fe-child',
           ADD_SVC_URL: slowAdd.url,
           SUB_SVC_URL: sub.url,
+          UPSTREAM_ATTEMPT_TIMEOUT_MS: '2000', // the slow add-svc answers within one attempt
         },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
