@@ -223,7 +223,7 @@ class UpstreamClient {
   /**
    * One HTTP attempt, cancelled by `signal`. Resolves with the status, headers and body; rejects with
    * AttemptError. With resilience on, an attempt
-   * cancelled by its timeout is rejected at once but left running until the call's deadline: its late
+   * cancelled by its timeout is rejected at once but left running for two more attempt timeouts: its late
    * answer goes to `hedge.onLate` (and ejects the slow instance). Once `hedge.over()` (another attempt's
    * late answer completed the call), cancelling it just closes it.
    */
@@ -237,15 +237,18 @@ class UpstreamClient {
       let late = false;
       const req = http.get(url, { agent: this.agent, headers: { accept: 'application/json' } });
       const onAbort = () => {
-        if (!this.resilience || responded || hedge.over()) {
+        // Resilience off, an answer already coming, the call over, or still queued for a pooled
+        // connection (nothing sent, nothing to learn): cancel it, freeing its place in the pool.
+        if (!this.resilience || responded || hedge.over() || !req.socket) {
           req.destroy(new AttemptError(504, 'cancelled', { retryable: true }));
           return;
         }
-        // Too late for this call (its retry is on its way), but let the answer arrive: it tells which
-        // instance was slow, and that instance leaves the pool for a while. Closed at the call's deadline.
+        // Too late for this call (its retry is on its way), but let the answer arrive for two more attempt
+        // timeouts: it may still complete the call (hedging) and tells which instance was slow. Not longer:
+        // a connection into a dead node never answers and must not keep its place in the pool.
         late = true;
-        this.agent.eject(req.socket?.[INSTANCE], EJECT_MS);
-        setTimeout(() => req.destroy(), this.timeoutMs).unref();
+        this.agent.eject(req.socket[INSTANCE] || UNKNOWN_INSTANCE, EJECT_MS);
+        setTimeout(() => req.destroy(), Math.min(2 * this.attemptTimeoutMs, this.timeoutMs)).unref();
         reject(new AttemptError(504, `no answer within ${this.attemptTimeoutMs} ms`, { retryable: true }));
       };
       signal.addEventListener('abort', onAbort, { once: true });

@@ -116,6 +116,25 @@ async function startArith(op, { admin = false } = {}) {
 }
 
 /**
+ * Listen on a free loopback port. close() destroys the tracked `sockets` (TCP servers) or every
+ * connection (HTTP servers), then closes the server.
+ */
+async function serve(server, state, sockets = new Set()) {
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    state,
+    url: `http://127.0.0.1:${server.address().port}`,
+    close: async () => {
+      for (const socket of sockets) socket.destroy();
+      server.closeAllConnections?.();
+      server.close();
+      await once(server, 'close');
+    },
+  };
+}
+
+/**
  * A TCP proxy in front of several instances that, like Consul's built-in proxy, picks one
  * instance at random for each new connection (L4: every request on that connection goes there).
  */
@@ -135,17 +154,7 @@ async function startBalancingProxy(ports) {
     }
     client.pipe(upstream).pipe(client);
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return {
-    state,
-    url: `http://127.0.0.1:${server.address().port}`,
-    close: async () => {
-      for (const socket of sockets) socket.destroy();
-      server.close();
-      await once(server, 'close');
-    },
-  };
+  return serve(server, state, sockets);
 }
 
 /**
@@ -190,17 +199,7 @@ async function startCountingProxy(targetPort, { dropFirst = 0, delayMs = 0 } = {
     client.on('data', (chunk) => setTimeout(() => upstream.write(chunk), delayMs));
     client.on('end', () => setTimeout(() => upstream.end(), delayMs));
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return {
-    state,
-    url: `http://127.0.0.1:${server.address().port}`,
-    close: async () => {
-      for (const socket of sockets) socket.destroy();
-      server.close();
-      await once(server, 'close');
-    },
-  };
+  return serve(server, state, sockets);
 }
 
 /** HTTP server answering every request with `handler`; counts requests. */
@@ -210,17 +209,7 @@ async function startFakeServer(handler) {
     state.requests += 1;
     handler(req, res);
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return {
-    state,
-    url: `http://127.0.0.1:${server.address().port}`,
-    close: async () => {
-      server.closeAllConnections();
-      server.close();
-      await once(server, 'close');
-    },
-  };
+  return serve(server, state);
 }
 
 module.exports = {

@@ -13,8 +13,8 @@ import time
 import pytest
 import testinfra
 
-from meshlab import SEED_EXPRESSION, SEED_RESULT, secrets
-from meshlab.testing import molecule_inventory, resolved_model, secrets_dir
+from meshlab import SEED_EXPRESSION, SEED_RESULT
+from meshlab.molecule_fixtures import inventory, management_token, model  # noqa: F401 - fixtures
 
 # Serf's failure detection on a small cluster (probe 1 s, suspicion ~4 s: 5-7 s measured on
 # 1.8.7) plus one health-check interval (2 s) and a second's margin: after this long a dead
@@ -24,20 +24,10 @@ DETECTION_WINDOW_S = 10
 RATE, DURATION_S = 20, 50
 
 
-@pytest.fixture(scope="session")
-def inventory():
-    """The Molecule inventory, for tests that run the project's playbooks against the nodes."""
-    return molecule_inventory()
 
 
-@pytest.fixture(scope="session")
-def model(inventory):
-    return resolved_model(inventory)
 
 
-@pytest.fixture(scope="session")
-def management_token(inventory):
-    return secrets.read(secrets_dir(inventory), "consul/management")
 
 
 class Cluster:

@@ -13,8 +13,9 @@ import shlex
 import pytest
 import testinfra
 
-from meshlab import SEED_EXPRESSION, SEED_RESULT, secrets
-from meshlab.testing import molecule_inventory, resolved_model, run_playbook, secrets_dir  # noqa: F401 - run_playbook: for the test modules
+from meshlab import SEED_EXPRESSION, SEED_RESULT
+from meshlab.molecule_fixtures import inventory, management_token, model  # noqa: F401 - fixtures
+from meshlab.testing import run_playbook  # noqa: F401 - for the test modules
 
 # Which scheduler runs the workloads in this scenario (molecule/<scenario>/molecule.yml verifier env).
 SCHEDULER = os.environ.get("MESH_SCHEDULER", "systemd")
@@ -26,22 +27,10 @@ systemd_only = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="session")
-def inventory():
-    """The Molecule inventory, for tests that run the project's playbooks against the nodes."""
-    return molecule_inventory()
 
 
-@pytest.fixture(scope="session")
-def model(inventory):
-    """The lab model (meshlab.model.build) as the scenario's inventory resolves it."""
-    return resolved_model(inventory)
 
 
-@pytest.fixture(scope="session")
-def management_token(inventory):
-    """The lab's management token, from the controller's secrets (the tests' own calls use it)."""
-    return secrets.read(secrets_dir(inventory), "consul/management")
 
 
 @pytest.fixture(scope="session")
