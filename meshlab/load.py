@@ -4,7 +4,12 @@ The failure tests (molecule/*/tests) and the chaos targets (scripts/lab) use it.
 addresses on this machine: loopback, and the nodes of the lab or of a test.
 """
 
+import concurrent.futures
 import json
+import threading
+import time
+import urllib.error
+import urllib.request
 
 
 class BoundedLoad:
@@ -18,9 +23,6 @@ class BoundedLoad:
     """
 
     def __init__(self, url, body, rate, seconds, timeout=5.0):
-        import concurrent.futures
-        import threading
-
         self.url, self.body, self.rate, self.seconds, self.timeout = url, body, rate, seconds, timeout
         self.records = []
         self._lock = threading.Lock()
@@ -29,10 +31,6 @@ class BoundedLoad:
         self.started = None
 
     def _one(self, sent):
-        import time
-        import urllib.error
-        import urllib.request
-
         req = urllib.request.Request(self.url, data=json.dumps(self.body).encode(),
                                      headers={"Content-Type": "application/json"})
         begin = time.monotonic()
@@ -53,8 +51,6 @@ class BoundedLoad:
             self.records.append(record)
 
     def _run(self):
-        import time
-
         total = int(self.rate * self.seconds)
         for n in range(total):
             due = self.started + n / self.rate
@@ -65,15 +61,11 @@ class BoundedLoad:
         self._pool.shutdown(wait=True)
 
     def start(self):
-        import time
-
         self.started = time.monotonic()
         self._thread.start()
         return self
 
     def elapsed(self):
-        import time
-
         return time.monotonic() - self.started
 
     def join(self):

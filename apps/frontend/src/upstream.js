@@ -227,7 +227,7 @@ class UpstreamClient {
    * answer goes to `hedge.onLate` (and ejects the slow instance). Once `hedge.over()` (another attempt's
    * late answer completed the call), cancelling it just closes it.
    */
-  #request(url, signal, hedge = { onLate: () => {}, over: () => true }) {
+  #request(url, signal, hedge) {
     return new Promise((resolve, reject) => {
       if (signal.aborted) {
         reject(new AttemptError(504, `no answer within ${this.attemptTimeoutMs} ms`, { retryable: true }));

@@ -77,6 +77,10 @@ class Mesh:
         out = self.host.check_output(f"curl -sf {header} {self.api}{path}")
         return json.loads(out) if out else None
 
+    def instance_ids(self, service, passing=True):
+        """The ids of the service's instances in Consul's health view (only the passing ones unless passing=False)."""
+        return sorted(e["Service"]["ID"] for e in self.consul(f"/v1/health/service/{service}{'?passing=1' if passing else ''}"))
+
     def status(self, path, method="GET", token=None, data=None, api=None, curl_opts=""):
         """HTTP status of one call (0: no answer); token None sends none."""
         header = f"-H 'X-Consul-Token: {token}'" if token else ""

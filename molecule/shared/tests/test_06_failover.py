@@ -21,10 +21,6 @@ def stopped_instance(host, victim):
         host.run(f"systemctl start {victim['units']['app']}")
 
 
-def _passing_ids(mesh, service):
-    return sorted(e["Service"]["ID"] for e in mesh.consul(f"/v1/health/service/{service}?passing=1"))
-
-
 def _seconds(text):
     return float(text.rstrip("s"))
 
@@ -38,7 +34,7 @@ def test_dead_instance_leaves_the_pool_and_rejoins(host, mesh, model, stopped_in
     # The check interval + timeout, plus margin: the bound the README states.
     settle = _seconds(model["settings"]["check_interval"]) + _seconds(model["settings"]["check_timeout"]) + 4
     time.sleep(settle)
-    assert _passing_ids(mesh, "add-svc") == others
+    assert mesh.instance_ids("add-svc") == others
 
     results = mesh.compute_many(100)
     failures = [r for r in results if r[0] != 200]
@@ -50,7 +46,7 @@ def test_dead_instance_leaves_the_pool_and_rejoins(host, mesh, model, stopped_in
 
     host.check_output(f"systemctl start {victim['units']['app']}")
     deadline = time.time() + 30
-    while _passing_ids(mesh, "add-svc") != sorted(i["id"] for i in instances_of(model, "add-svc")):
+    while mesh.instance_ids("add-svc") != sorted(i["id"] for i in instances_of(model, "add-svc")):
         assert time.time() < deadline, f"{victim['id']} did not pass its health check again within 30 s"
         time.sleep(1)
     rejoined = mesh.compute_many(30)

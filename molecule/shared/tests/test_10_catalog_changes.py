@@ -13,10 +13,6 @@ from meshlab.testing import resolved_model
 UNITS = "ls /etc/systemd/system/ | grep -E '^mesh-(app|sidecar)-' | sort || true"
 
 
-def _ids(mesh, service, passing=False):
-    return sorted(e["Service"]["ID"] for e in mesh.consul(f"/v1/health/service/{service}{'?passing=1' if passing else ''}"))
-
-
 def _units_of(instances):
     return sorted(u for i in instances for u in i["units"].values())
 
@@ -35,7 +31,7 @@ def test_scale_down_then_stop_then_start(host, mesh, model, inventory, tmp_path,
         assert rc == 0, out[-3000:]
         assert host.check_output(UNITS).split() == _units_of(scaled["instances"])
         assert not host.file(f"/etc/consul.d/services/{gone['id']}.json").exists
-        assert _ids(mesh, "add-svc") == [kept["id"]] == _ids(mesh, "add-svc", passing=True)
+        assert mesh.instance_ids("add-svc", passing=False) == [kept["id"]] == mesh.instance_ids("add-svc")
         assert host.check_output(f"ps -eo args | grep -c '[s]idecar-for {gone['id']} ' || true") == "0"
         [(status, body)] = mesh.compute_many(1)
         assert (status, body["result"]) == (200, seed["result"])
@@ -52,6 +48,6 @@ def test_scale_down_then_stop_then_start(host, mesh, model, inventory, tmp_path,
     assert rc == 0, out[-3000:]
     assert host.check_output(UNITS).split() == _units_of(model["instances"])
     for svc in model["services"]:
-        assert _ids(mesh, svc["name"], passing=True) == sorted(i["id"] for i in instances_of(model, svc["name"]))
+        assert mesh.instance_ids(svc["name"]) == sorted(i["id"] for i in instances_of(model, svc["name"]))
     [(status, body)] = mesh.compute_many(1)
     assert (status, body["result"]) == (200, seed["result"]), body

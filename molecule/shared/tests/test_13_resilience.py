@@ -50,7 +50,7 @@ def _ok(seed):
 def _wait_passing(mesh, model, service):
     want = sorted(i["id"] for i in instances_of(model, service))
     deadline = time.time() + 30
-    while sorted(e["Service"]["ID"] for e in mesh.consul(f"/v1/health/service/{service}?passing=1")) != want:
+    while mesh.instance_ids(service) != want:
         assert time.time() < deadline, f"{service} did not pass again"
         time.sleep(0.5)
 
