@@ -66,7 +66,7 @@ VAGRANT       ?= vagrant
 PROVIDER      ?=
 LAB_DIR       := $(or $(VAGRANT_DOTFILE_PATH),.vagrant)
 LAB_INVENTORY := $(LAB_DIR)/provisioners/ansible/inventory
-.PHONY: up down provision status click urls test-vagrant chaos-kill chaos-slow chaos-errors chaos-heal
+.PHONY: up down provision status click urls test-vagrant chaos-kill chaos-slow chaos-errors chaos-heal edge canary hammer
 
 up: bootstrap ## Start the lab: vagrant up, provision, start-workloads; ends with the URLs and the profile used
 	@echo "==> vagrant up: decide provider and profile, boot the node(s)"
@@ -91,8 +91,21 @@ status: ## The lab's machines, Consul members, services, instances and their hea
 click: ## Send the sample request (1+1+2+...-5 = 9) to the frontend: prints the result and which instances answered
 	@scripts/lab click
 
-urls: ## The lab's URLs (Consul UI, Nomad UI, frontend) and the profile in use
+urls: ## The lab's URLs (Consul UI, Nomad UI, the edge and its stats) and the profile in use
 	@scripts/lab urls
+
+# --- The edge (HAProxy in front of the frontend; README "Traffic shaping") ---
+WEIGHT ?=
+edge: ## Re-plan and reload the edge from the catalog and mesh_edge_* (no request dropped)
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/edge.yml
+
+canary: ## Send WEIGHT % (0-100) of the requests to the canary version (until the next run without it), then show the split
+	@test -n "$(WEIGHT)" || { echo "usage: make canary WEIGHT=25  (the canary's share in %)"; exit 2; }
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/edge.yml -e mesh_edge_canary_weight=$(WEIGHT)
+	@scripts/lab split
+
+hammer: ## A bounded burst through the edge (RATE=100/s for SECONDS=5): counts per second and status, 429s included
+	@scripts/lab hammer --rate $(or $(RATE),100) --seconds $(or $(SECONDS),5)
 
 SVC  ?= add-svc
 MS   ?= 300

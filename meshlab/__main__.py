@@ -25,13 +25,12 @@ def _yaml(relpath):
 
 
 def guest_ports():
-    """Consul's HTTPS port (the UI and API from outside a node), Nomad's HTTP port and the frontend's
-    first port, from the lab's group_vars."""
+    """Consul's HTTPS port (the UI and API from outside a node), Nomad's HTTP port and the lab's public port
+    (key "frontend": the edge, which serves the frontend), from the lab's group_vars."""
     consul = _yaml("inventory/lab/group_vars/all/consul.yml")["mesh_consul_ports"]["https"]
     nomad = _yaml("inventory/lab/group_vars/all/nomad.yml")["mesh_nomad_ports"]["http"]
-    catalog = _yaml("inventory/lab/group_vars/all/catalog.yml")["mesh_catalog"]
-    frontend = next(s["port"] for s in catalog if s["name"] == "frontend")
-    return {"consul_ui": int(consul), "nomad_ui": int(nomad), "frontend": int(frontend)}
+    edge = _yaml("inventory/lab/group_vars/all/edge.yml")["mesh_edge_port"]
+    return {"consul_ui": int(consul), "nomad_ui": int(nomad), "frontend": int(edge)}
 
 
 def main(argv=None):

@@ -13,6 +13,7 @@ re-run addresses the same tokens.
     consul/nomad                   nomad-agent                    Nomad's Consul integration (full profile)
     consul/instance-<id>           service identity <service>     the instance's registration and sidecar (systemd)
     consul/service-<name>          service identity <name>        the service's Nomad tasks (nomad scheduler)
+    consul/edge                    service identity edge          the edge's Connect certificate (role edge)
 """
 
 
@@ -52,13 +53,17 @@ def workload_tokens(model, scheduler="systemd"):
     advance), with the file each token is written to and the nodes that get that file."""
     from .model import token_file
 
+    edge = model.get("edge") or {}
+    edge_tokens = [{"secret": "consul/edge", "description": "workload edge", "name": "edge", "nodes": edge["nodes"],
+                    "file": edge["token_file"], "policies": [], "service_identities": [{"service_name": "edge"}]}
+                   ] if edge.get("nodes") else []
     if scheduler == "nomad":
         every = list(model["nodes"])
-        return [{"secret": f"consul/service-{s['name']}", "description": f"workload service {s['name']}",
+        return edge_tokens + [{"secret": f"consul/service-{s['name']}", "description": f"workload service {s['name']}",
                  "name": s["name"], "nodes": every, "file": token_file(s["name"], model["settings"]),
                  "policies": [], "service_identities": [{"service_name": s["name"]}]}
                 for s in model["services"]]
-    return [{"secret": f"consul/instance-{i['id']}", "description": f"workload instance {i['id']}", "name": i["id"],
+    return edge_tokens + [{"secret": f"consul/instance-{i['id']}", "description": f"workload instance {i['id']}", "name": i["id"],
              "nodes": [i["node"]], "file": i["token_file"], "policies": [],
              "service_identities": [{"service_name": i["service"]}]}
             for i in model["instances"]]

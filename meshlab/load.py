@@ -6,10 +6,16 @@ addresses on this machine: loopback, and the nodes of the lab or of a test.
 
 import concurrent.futures
 import json
+import os
+import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
+
+# Response headers a record keeps, by lowercase name prefix (names are stored lowercase: HAProxy sends them so):
+# the app's instance and version, the edge's choice, 429's Retry-After.
+KEPT_HEADERS = ("x-", "retry-after")
 
 
 class BoundedLoad:
@@ -22,24 +28,30 @@ class BoundedLoad:
     None), error. Only for addresses on this machine (loopback, the test's own nodes).
     """
 
-    def __init__(self, url, body, rate, seconds, timeout=5.0):
+    def __init__(self, url, body, rate, seconds, timeout=5.0, headers=None, method=None):
         self.url, self.body, self.rate, self.seconds, self.timeout = url, body, rate, seconds, timeout
+        self.headers = dict(headers or {})
+        self.method = method or ("POST" if body is not None else "GET")
         self.records = []
         self._lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(8, int(rate * (timeout + 1))))
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._stop = threading.Event()
         self.started = None
 
     def _one(self, sent):
-        req = urllib.request.Request(self.url, data=json.dumps(self.body).encode(),
-                                     headers={"Content-Type": "application/json"})
+        data = json.dumps(self.body).encode() if self.body is not None else None
+        req = urllib.request.Request(self.url, data=data, method=self.method,
+                                     headers={"Content-Type": "application/json", **self.headers})
         begin = time.monotonic()
-        record = {"t": round(sent, 3), "status": 0, "body": None, "error": ""}
+        record = {"t": round(sent, 3), "status": 0, "body": None, "error": "", "headers": {}}
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 record["status"], record["body"] = resp.status, json.load(resp)
+                record["headers"] = {k.lower(): v for k, v in resp.headers.items() if k.lower().startswith(KEPT_HEADERS)}
         except urllib.error.HTTPError as exc:
             record["status"] = exc.code
+            record["headers"] = {k.lower(): v for k, v in exc.headers.items() if k.lower().startswith(KEPT_HEADERS)}
             try:
                 record["body"] = json.load(exc)
             except ValueError:
@@ -53,6 +65,8 @@ class BoundedLoad:
     def _run(self):
         total = int(self.rate * self.seconds)
         for n in range(total):
+            if self._stop.is_set():
+                break
             due = self.started + n / self.rate
             delay = due - time.monotonic()
             if delay > 0:
@@ -68,9 +82,62 @@ class BoundedLoad:
     def elapsed(self):
         return time.monotonic() - self.started
 
+    def stop(self):
+        """End the load early (what was sent is still waited for): for loads that last as long as an action."""
+        self._stop.set()
+        return self
+
     def join(self):
         self._thread.join()
         return sorted(self.records, key=lambda r: r["t"])
+
+
+class NodeLoad:
+    """A BoundedLoad that runs inside a lab node (`podman exec`), for ports on the node's loopback only.
+
+    Same interface as BoundedLoad (start, elapsed, join -> records). This file is stdlib-only: it is
+    piped to the node's python3 with a runner that prints the start time (the node shares the
+    controller's clock) and, at the end, the records as JSON.
+    """
+
+    RUNNER = """
+import json as _json, sys as _sys, time as _time
+_a = _json.loads(_sys.argv[1])
+_load = BoundedLoad(_a["url"], _a["body"], _a["rate"], _a["seconds"], _a["timeout"], _a["headers"], _a["method"])
+_load.start()
+print(_json.dumps({"started_wall": _time.time() - (_time.monotonic() - _load.started)}), flush=True)
+print(_json.dumps(_load.join()), flush=True)
+"""
+
+    def __init__(self, container, url, body, rate, seconds, timeout=5.0, headers=None, method=None):
+        self.container = container
+        self.args = {"url": url, "body": body, "rate": rate, "seconds": seconds, "timeout": timeout,
+                     "headers": headers or {}, "method": method}
+        self.started = None
+        self._proc = None
+
+    def start(self):
+        with open(os.path.abspath(__file__), encoding="utf-8") as fh:
+            source = fh.read().split("\nclass NodeLoad:")[0] + self.RUNNER
+        self._proc = subprocess.Popen(["podman", "exec", "-i", self.container, "python3", "-", json.dumps(self.args)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._proc.stdin.write(source)
+        self._proc.stdin.close()
+        first = self._proc.stdout.readline()
+        if not first:
+            raise RuntimeError(f"the load in {self.container} did not start: {self._proc.stderr.read()[-2000:]}")
+        wall = json.loads(first)["started_wall"]
+        self.started = time.monotonic() - (time.time() - wall)
+        return self
+
+    def elapsed(self):
+        return time.monotonic() - self.started
+
+    def join(self):
+        out, err = self._proc.communicate()
+        if self._proc.returncode != 0:
+            raise RuntimeError(f"the load in {self.container} failed (rc {self._proc.returncode}): {err[-2000:]}")
+        return json.loads(out)
 
 
 def load_summary(records, ok=lambda r: r["status"] == 200):

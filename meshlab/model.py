@@ -11,6 +11,7 @@
     nodes        node name -> address and the ids of the instances placed there
     apps         app directory -> language, services, installed path, revision
     intentions   the allowed edges (each service may reach its upstreams)
+    edge         the nodes that run the edge proxy (HAProxy, meshlab/edge.py) and its token file
 
 Placement: a service without ``placement`` has its instances dealt round-robin
 over the workload nodes in inventory order, continuing from one service to the
@@ -47,6 +48,9 @@ DEFAULTS = {
     "tokens_dir": "/etc/mesh/tokens",
     "user": "mesh",
     "groups": {},
+    "edge_nodes": [],  # the nodes that run the edge (role edge)
+    "edge_port": 8080,  # its public port
+    "edge_stats_port": 8404,  # its stats page and Prometheus exporter
 }
 
 
@@ -144,6 +148,8 @@ def registration(instance, settings):
             "connect": {
                 "sidecar_service": {
                     "address": instance["node_address"],
+                    # The version tag on the sidecar too: the edge finds a version's sidecars by tag (meshlab/edge.py).
+                    "tags": [version] if version else [],
                     "port": instance["sidecar_port"],
                     # Consul's default sidecar checks dial 127.0.0.1, where this listener is not: the same two
                     # checks, with the TCP one at the node's address (the alias one follows the app's health).
@@ -304,6 +310,9 @@ def build(catalog, nodes, settings=None):
         },
         "runtimes": {lang: RUNTIMES[lang]["packages"] for lang in sorted({s["language"] for s in services})},
         "intentions": intentions(catalog),
+        # The edge (meshlab/edge.py): where it runs, and the file with its ACL token on those nodes.
+        "edge": {"nodes": [n for n in settings["edge_nodes"] if n in address], "port": settings["edge_port"],
+                 "stats_port": settings["edge_stats_port"], "token_file": token_file(EDGE, settings)},
     }
 
 

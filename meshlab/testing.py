@@ -77,7 +77,7 @@ def recap(output):
 
 # --- bounded load: meshlab/load.py (scripts/lab's chaos probes use it too) ------------------
 
-from .load import BoundedLoad, load_summary  # noqa: E402,F401 - the test suites import them from here
+from .load import BoundedLoad, NodeLoad, load_summary  # noqa: E402,F401 - the test suites import them from here
 
 
 # --- TLS probe ----------------------------------------------------------------------

@@ -78,15 +78,17 @@ def test_instance_ids_are_unique_cluster_wide_and_count_the_catalogs_instances(m
 
 
 def test_default_placement_deals_round_robin_across_services(model):
-    """add-svc-1 mesh-1, add-svc-2 mesh-2, sub-svc-1 mesh-3, sub-svc-2 mesh-1, frontend-1 mesh-2, frontend-2 mesh-3."""
+    """add-svc-1 mesh-1, add-svc-2 mesh-2, sub-svc-1 mesh-3, sub-svc-2 mesh-1, frontend-1 mesh-2, frontend-2 mesh-3,
+    frontend-3 mesh-1."""
     assert [(i["id"], i["node"]) for i in model["instances"]] == [
         ("add-svc-1", "mesh-1"), ("add-svc-2", "mesh-2"), ("sub-svc-1", "mesh-3"),
-        ("sub-svc-2", "mesh-1"), ("frontend-1", "mesh-2"), ("frontend-2", "mesh-3")]
+        ("sub-svc-2", "mesh-1"), ("frontend-1", "mesh-2"), ("frontend-2", "mesh-3"),
+        ("frontend-3", "mesh-1")]
     for service in ("add-svc", "sub-svc", "frontend"):
         nodes = [i["node"] for i in lab_model.instances_of(model, service)]
         assert len(set(nodes)) == len(nodes), f"{service} has two instances on one node: {nodes}"
     assert {n: v["instances"] for n, v in model["nodes"].items()} == {
-        "mesh-1": ["add-svc-1", "sub-svc-2"], "mesh-2": ["add-svc-2", "frontend-1"], "mesh-3": ["sub-svc-1", "frontend-2"]}
+        "mesh-1": ["add-svc-1", "sub-svc-2", "frontend-3"], "mesh-2": ["add-svc-2", "frontend-1"], "mesh-3": ["sub-svc-1", "frontend-2"]}
 
 
 def test_pinned_and_grouped_placement(catalog, settings):
@@ -107,7 +109,9 @@ def test_ports_addresses_and_environment(model):
     assert (inst["add-svc-2"]["port"], inst["add-svc-2"]["sidecar_port"]) == (9002, 21002)
     assert inst["add-svc-1"]["env"]["APP_BIND"] == LOOPBACK and inst["add-svc-1"]["address"] == LOOPBACK
     front = inst["frontend-2"]
-    assert front["env"]["APP_BIND"] == "0.0.0.0" and front["address"] == front["node_address"] == "10.0.0.13"
+    # The frontend too listens on loopback only: the edge is the way in (meshlab/edge.py).
+    assert front["env"]["APP_BIND"] == LOOPBACK and front["address"] == LOOPBACK and front["node_address"] == "10.0.0.13"
+    assert front["env"]["APP_VERSION"] == "v1" and inst["frontend-3"]["env"]["APP_VERSION"] == "v2"
     # Each instance's upstream listeners have a loopback address of their own: several instances fit on one node.
     assert front["upstream_address"] == "127.0.0.2"
     assert front["env"]["ADD_SVC_URL"] == "http://127.0.0.2:9191" and front["env"]["SUB_SVC_URL"] == "http://127.0.0.2:9192"
@@ -122,9 +126,9 @@ def test_ports_addresses_and_environment(model):
 def test_registration_says_where_the_app_and_its_sidecar_listen(model, settings):
     front = next(i for i in model["instances"] if i["id"] == "frontend-1")
     svc = front["registration"]["service"]
-    assert (svc["id"], svc["name"], svc["port"], svc["address"]) == ("frontend-1", "frontend", 8080, "10.0.0.12")
+    assert (svc["id"], svc["name"], svc["port"], svc["address"]) == ("frontend-1", "frontend", 8081, "127.0.0.1")
     assert svc["check"] == {"id": "frontend-1-health", "name": "frontend HTTP /health",
-                            "http": "http://127.0.0.1:8080/health",
+                            "http": "http://127.0.0.1:8081/health",
                             "interval": settings["check_interval"], "timeout": settings["check_timeout"]}
     sidecar = svc["connect"]["sidecar_service"]
     assert (sidecar["address"], sidecar["port"]) == ("10.0.0.12", 21021)
@@ -146,6 +150,7 @@ def test_sidecar_argv(model, settings):
 
 def test_intentions_are_the_declared_edges(model):
     assert model["intentions"] == [
+        {"source": "edge", "destination": "frontend", "action": "allow"},
         {"source": "frontend", "destination": "add-svc", "action": "allow"},
         {"source": "frontend", "destination": "sub-svc", "action": "allow"}]
 

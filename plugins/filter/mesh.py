@@ -4,7 +4,7 @@ Every filter here only forwards to meshlab, so that playbooks, roles, tests,
 bench/ and scripts/ derive each fact from the same code.
 """
 
-from meshlab import acl, apps, bench, catalog, model, nomad, profile, secrets
+from meshlab import acl, apps, bench, catalog, edge, model, nomad, profile, secrets
 
 
 def mesh_lab_model(mesh_catalog, node_names, node_addresses, settings):
@@ -38,6 +38,15 @@ def mesh_bench_problems(lab_model, options):
     return bench.problems(lab_model, options)
 
 
+def mesh_edge_plan(lab_model, options):
+    """meshlab.edge.plan: what the edge serves (raises with the option to fix)."""
+    return edge.plan(lab_model, options)
+
+
+def mesh_edge_problems(lab_model, options):
+    return edge.problems(lab_model, options)
+
+
 class FilterModule:
     """Ansible entry point."""
 
@@ -51,6 +60,10 @@ class FilterModule:
             "mesh_profile_defaults": mesh_profile_defaults,
             "mesh_bench_plan": mesh_bench_plan,
             "mesh_bench_problems": mesh_bench_problems,
+            "mesh_edge_plan": mesh_edge_plan,
+            "mesh_edge_problems": mesh_edge_problems,
+            "mesh_edge_config": edge.config,
+            "mesh_edge_split": edge.split,
             "mesh_acl_policies": acl.policies,
             "mesh_acl_tokens": acl.tokens,
             "mesh_acl_workload_tokens": acl.workload_tokens,

@@ -15,6 +15,7 @@ import testinfra
 
 from meshlab import SEED_EXPRESSION, SEED_RESULT
 from meshlab.molecule_fixtures import inventory, management_token, model  # noqa: F401 - fixtures
+from meshlab.testing import NodeLoad
 
 # Serf's failure detection on a small cluster (probe 1 s, suspicion ~4 s: 5-7 s measured on
 # 1.8.7) plus one health-check interval (2 s) and a second's margin: after this long a dead
@@ -115,9 +116,14 @@ class Cluster:
             time.sleep(2)
         raise AssertionError(f"the cluster is not healthy {timeout} s after the test")
 
-    def compute_url(self, frontend):
+    def load(self, frontend, body, rate, seconds):
+        """A bounded load of computes on one frontend instance, run on its node (it listens on loopback only)."""
         inst = next(i for i in self.model["instances"] if i["id"] == frontend)
-        return f"http://{inst['address']}:{inst['port']}/api/v1/compute"
+        return NodeLoad(inst["node"], f"http://127.0.0.1:{inst['port']}/api/v1/compute", body, rate, seconds)
+
+    def edge_url(self, node, path="/api/v1/compute"):
+        """The edge on `node` (every node of this scenario runs one), from outside the nodes."""
+        return f"http://{self.model['nodes'][node]['address']}:{self.model['edge']['port']}{path}"
 
 
 @pytest.fixture(scope="session")

@@ -65,15 +65,17 @@ def test_service_names_say_where_each_app_listens(cluster):
         (i["address"], i["port"]) for i in cluster.instances("frontend"))
 
 
-def test_seed_from_outside_the_nodes_balances_across_nodes(cluster, seed):
-    """From the controller to each frontend: 9, and add/sub instances on at least two nodes answer."""
-    for fe in cluster.instances("frontend"):
-        records = BoundedLoad(cluster.compute_url(fe["id"]), seed["body"], rate=20, seconds=5).start().join()
+def test_seed_through_each_nodes_edge_balances_across_nodes(cluster, seed):
+    """From the controller through the edge on each node: 9 every time, and the frontends, add-svc and sub-svc
+    instances that answer sit on at least two nodes (the edge balances per request, the sidecars per connection)."""
+    for node in cluster.names:
+        records = BoundedLoad(cluster.edge_url(node), seed["body"], rate=20, seconds=5).start().join()
         summary = load_summary(records, ok=lambda r: r["status"] == 200 and r["body"]["result"] == seed["result"])
         calls = Counter(c["instance"] for r in records if r["body"] for c in r["body"].get("calls", []))
-        nodes = Counter(cluster.node_of(i) for i in calls)
-        print(f"{fe['id']} on {fe['node']}: {summary}; calls per instance {dict(calls)}; per node {dict(nodes)}")
+        fronts = Counter(r["headers"].get("x-instance-id") for r in records)
+        print(f"edge on {node}: {summary}; frontends {dict(fronts)}; calls per instance {dict(calls)}")
         assert summary["failed"] == 0 and summary["requests"] == 100
+        assert len({cluster.node_of(i) for i in fronts if i}) >= 2, f"frontends answered from one node: {fronts}"
         for service in ("add-svc", "sub-svc"):
             answered = {cluster.node_of(i) for i in calls if i.startswith(service)}
             assert len(answered) >= 2, f"{service} answered from {answered} only"

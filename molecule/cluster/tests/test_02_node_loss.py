@@ -6,7 +6,7 @@ import time
 from collections import Counter
 
 from conftest import DETECTION_WINDOW_S, DURATION_S, RATE
-from meshlab.testing import BoundedLoad, load_summary
+from meshlab.testing import load_summary
 
 KILL_AT_S = 10  # seconds of load before the kill
 
@@ -28,7 +28,7 @@ def test_node_loss_under_load(cluster, seed, restore):
     survivor = front["node"]
     print(f"load: {RATE}/s for {DURATION_S} s on {front['id']} ({survivor}); kill {victim} (hosts "
           f"{', '.join(i['id'] for i in hosted)}) after {KILL_AT_S} s; detection window {DETECTION_WINDOW_S} s")
-    load = BoundedLoad(cluster.compute_url(front["id"]), seed["body"], RATE, DURATION_S).start()
+    load = cluster.load(front["id"], seed["body"], RATE, DURATION_S).start()
     while load.elapsed() < KILL_AT_S:
         time.sleep(0.05)
     killed_at = load.elapsed()
@@ -66,7 +66,7 @@ def test_node_loss_under_load(cluster, seed, restore):
     cluster.start(victim)
     took = cluster.wait_healthy()
     print(f"{victim} rejoined and all its instances pass {took:.0f} s after its restart")
-    back = BoundedLoad(cluster.compute_url(front["id"]), seed["body"], RATE, 5).start().join()
+    back = cluster.load(front["id"], seed["body"], RATE, 5).start().join()
     calls = Counter(c["instance"] for r in back if r["body"] for c in r["body"].get("calls", []))
     print(f"after the rejoin: {load_summary(back, ok)}; calls {dict(calls)}")
     assert all(ok(r) for r in back)

@@ -5,7 +5,7 @@ election and the detection window no request fails."""
 import time
 
 from conftest import DETECTION_WINDOW_S, DURATION_S, RATE
-from meshlab.testing import BoundedLoad, load_summary
+from meshlab.testing import load_summary
 
 KILL_AT_S = 10
 # Measured on 1.8.7: about 12 s on loopback (raft_multiplier 5); the bound leaves room for a slow CI machine.
@@ -18,7 +18,7 @@ def test_leader_loss_under_load(cluster, seed, restore):
     front = next(i for i in cluster.instances("frontend") if i["node"] != leader)
     survivor = front["node"]
     print(f"load: {RATE}/s for {DURATION_S} s on {front['id']} ({survivor}); kill the leader {leader} after {KILL_AT_S} s")
-    load = BoundedLoad(cluster.compute_url(front["id"]), seed["body"], RATE, DURATION_S).start()
+    load = cluster.load(front["id"], seed["body"], RATE, DURATION_S).start()
     while load.elapsed() < KILL_AT_S:
         time.sleep(0.05)
     killed_at = load.elapsed()

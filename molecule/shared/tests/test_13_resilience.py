@@ -9,10 +9,9 @@ import time
 from collections import Counter
 
 import pytest
-import requests
 
 from conftest import instances_of, systemd_only
-from meshlab.testing import BoundedLoad, load_summary
+from meshlab.testing import NodeLoad, load_summary
 
 # The frontend's policy defaults (apps/frontend/src/config.js): the bounds below are derived from them.
 ATTEMPT_TIMEOUT_MS, BREAKER_FAILURES, BREAKER_HALF_OPEN_MS = 250, 5, 5000
@@ -27,7 +26,8 @@ def front(model):
 
 @pytest.fixture(scope="module")
 def url(front):
-    return f"http://{front['address']}:{front['port']}"
+    """The frontend's own port, on its node's loopback (the loads run there: NodeLoad)."""
+    return f"http://127.0.0.1:{front['port']}"
 
 
 def _faults(host, inst, body=None):
@@ -45,6 +45,19 @@ def _resilience(host, front, enabled):
 
 def _ok(seed):
     return lambda r: r["status"] == 200 and r["body"] and r["body"].get("result") == seed["result"]
+
+
+def _http(host, url, body=None):
+    """One request from inside the node (the frontend listens on its loopback): (status, JSON body, milliseconds)."""
+    script = ("import json,sys,time,urllib.request,urllib.error\n"
+              "url,body=sys.argv[1],sys.argv[2]\n"
+              "req=urllib.request.Request(url,data=body.encode() if body else None,headers={'Content-Type':'application/json'})\n"
+              "t=time.monotonic()\n"
+              "try:\n    r=urllib.request.urlopen(req,timeout=10); s,b=r.status,json.load(r)\n"
+              "except urllib.error.HTTPError as e: s,b=e.code,json.load(e)\n"
+              "print(json.dumps([s,b,(time.monotonic()-t)*1000]))\n")
+    out = host.check_output("python3 -c %s %s %s", script, url, json.dumps(body) if body is not None else "")
+    return tuple(json.loads(out))
 
 
 def _wait_passing(mesh, model, service):
@@ -67,12 +80,12 @@ def healed(host, model, front):
 KILLS_AT_S, DOWN_S, KILL_LOAD_S, KILL_RATE = (2, 9, 16), 3, 21, 20
 
 
-def _kill_under_load(host, mesh, model, url, seed, resilience):
+def _kill_under_load(host, mesh, model, front, url, seed, resilience):
     """Three crashes under one bounded load, the add-svc instances in turn: kill -9, down for DOWN_S (Consul's
     check finds it within its 2 s interval), started again. One crash can fall just before a check and show
     nothing; three make the window's failures, when nothing hides them, a near-certainty."""
     adds = instances_of(model, "add-svc")
-    load = BoundedLoad(f"{url}/api/v1/compute", {"expression": seed["expression"]}, rate=KILL_RATE,
+    load = NodeLoad(front["node"], f"{url}/api/v1/compute", {"expression": seed["expression"]}, rate=KILL_RATE,
                        seconds=KILL_LOAD_S).start()
     kills = []
     for n, at in enumerate(KILLS_AT_S):
@@ -101,9 +114,9 @@ def test_a_killed_instance_under_load_is_hidden_by_the_client_policies(host, mes
     dead instance, the L4 proxy deals each new connection to it with even odds, so a call whose four attempts
     all got new connections dealt to it fails (measured: 0-1 per three crashes, against 4-37 without)."""
     _resilience(host, front, False)
-    _, off_failed = _kill_under_load(host, mesh, model, url, seed, resilience=False)
+    _, off_failed = _kill_under_load(host, mesh, model, front, url, seed, resilience=False)
     _resilience(host, front, True)
-    records, on_failed = _kill_under_load(host, mesh, model, url, seed, resilience=True)
+    records, on_failed = _kill_under_load(host, mesh, model, front, url, seed, resilience=True)
     assert len(records) == KILL_RATE * KILL_LOAD_S
     assert len(off_failed) > 0, "control: without retries the kill must show (the test would prove nothing)"
     assert len(on_failed) <= len(KILLS_AT_S), f"{len(on_failed)} failed with the policies on"
@@ -111,12 +124,12 @@ def test_a_killed_instance_under_load_is_hidden_by_the_client_policies(host, mes
     assert all(any(start <= r["t"] <= end for start, end in windows) for r in on_failed), "a failure outside the windows"
 
 
-def test_a_slow_instance_keeps_computes_fast_and_loses_its_share(host, model, url, seed, healed):
+def test_a_slow_instance_keeps_computes_fast_and_loses_its_share(host, model, front, url, seed, healed):
     slow = instances_of(model, "add-svc")[0]
     body = {"expression": seed["expression"]}
-    before = BoundedLoad(f"{url}/api/v1/compute", body, rate=10, seconds=5).start().join()
+    before = NodeLoad(front["node"], f"{url}/api/v1/compute", body, rate=10, seconds=5).start().join()
     _faults(host, slow, {"latency_ms": 300})
-    during = BoundedLoad(f"{url}/api/v1/compute", body, rate=10, seconds=10).start().join()
+    during = NodeLoad(front["node"], f"{url}/api/v1/compute", body, rate=10, seconds=10).start().join()
     ok = _ok(seed)
     base, hurt = load_summary(before, ok), load_summary(during, ok)
 
@@ -135,31 +148,29 @@ def test_a_slow_instance_keeps_computes_fast_and_loses_its_share(host, model, ur
     assert share(during) < share(before) and share(during) < 0.25
 
 
-def test_an_instance_failing_half_its_calls_is_invisible_to_users(host, model, url, seed, healed):
+def test_an_instance_failing_half_its_calls_is_invisible_to_users(host, model, front, url, seed, healed):
     bad = instances_of(model, "sub-svc")[0]
     _faults(host, bad, {"error_rate": 0.5})
-    records = BoundedLoad(f"{url}/api/v1/compute", {"expression": seed["expression"]}, rate=10, seconds=10).start().join()
-    health = requests.get(f"{url}/health", timeout=5).json()["upstreams"]["sub-svc"]
+    records = NodeLoad(front["node"], f"{url}/api/v1/compute", {"expression": seed["expression"]}, rate=10, seconds=10).start().join()
+    health = _http(host, f"{url}/health")[1]["upstreams"]["sub-svc"]
     summary = load_summary(records, _ok(seed))
     print(f"{bad['id']} failing 50%: {summary}; frontend /health sub-svc: {health}")
     assert summary["failed"] == 0 and not [r for r in records if r["status"] >= 500]
     assert health["breaker"] == "closed" and health["retries"] > 0
 
 
-def test_when_every_instance_fails_computes_fail_fast_and_recover_after_healing(host, model, url, seed, healed):
+def test_when_every_instance_fails_computes_fail_fast_and_recover_after_healing(host, model, front, url, seed, healed):
     adds = instances_of(model, "add-svc")
     for inst in adds:
         _faults(host, inst, {"error_rate": 1})
     compute = f"{url}/api/v1/compute"
-    first = [requests.post(compute, json={"expression": "1+1"}, timeout=10) for _ in range(BREAKER_FAILURES)]
-    started = time.monotonic()
-    fast = requests.post(compute, json={"expression": "1+1"}, timeout=10)
-    took_ms = (time.monotonic() - started) * 1000
-    health = requests.get(f"{url}/health", timeout=5).json()["upstreams"]["add-svc"]
-    print(f"every add-svc failing: {[r.status_code for r in first]}, then {fast.status_code} in {took_ms:.0f} ms "
-          f"{fast.json()}; breaker {health['breaker']}")
-    assert [r.status_code for r in first] == [502] * BREAKER_FAILURES
-    assert fast.status_code == 503 and fast.json()["upstream"] == "add-svc"
+    first = [_http(host, compute, {"expression": "1+1"}) for _ in range(BREAKER_FAILURES)]
+    fast_status, fast_body, took_ms = _http(host, compute, {"expression": "1+1"})
+    health = _http(host, f"{url}/health")[1]["upstreams"]["add-svc"]
+    print(f"every add-svc failing: {[r[0] for r in first]}, then {fast_status} in {took_ms:.0f} ms "
+          f"{fast_body}; breaker {health['breaker']}")
+    assert [r[0] for r in first] == [502] * BREAKER_FAILURES
+    assert fast_status == 503 and fast_body["upstream"] == "add-svc"
     assert took_ms < 100
     assert health["breaker"] == "open"
 
@@ -167,14 +178,14 @@ def test_when_every_instance_fails_computes_fail_fast_and_recover_after_healing(
         _faults(host, inst)
     opened = time.monotonic()
     while True:
-        res = requests.post(compute, json={"expression": seed["expression"]}, timeout=10)
-        if res.status_code == 200:
+        status, body, _ = _http(host, compute, {"expression": seed["expression"]})
+        if status == 200:
             break
-        assert res.status_code == 503 and time.monotonic() - opened < BREAKER_HALF_OPEN_MS / 1000 + 5
+        assert status == 503 and time.monotonic() - opened < BREAKER_HALF_OPEN_MS / 1000 + 5
         time.sleep(0.5)
     print(f"healed: computes succeed again {time.monotonic() - opened:.1f} s later (half-open after {BREAKER_HALF_OPEN_MS} ms)")
-    assert res.json()["result"] == seed["result"]
-    assert requests.get(f"{url}/health", timeout=5).json()["upstreams"]["add-svc"]["breaker"] == "closed"
+    assert body["result"] == seed["result"]
+    assert _http(host, f"{url}/health")[1]["upstreams"]["add-svc"]["breaker"] == "closed"
 
 
 def test_bad_fault_settings_are_refused_and_the_admin_port_is_loopback_only(host, model):

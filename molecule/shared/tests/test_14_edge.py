@@ -1,0 +1,295 @@
+"""The edge (HAProxy, meshlab/edge.py): the one way in, discovery through Consul DNS, rate limit, weighted split,
+header routing, retries and outlier detection, settings refused before anything changes.
+
+Requests come from the controller to the edge's port on the node's address (as a user's browser or curl
+would), except where a test needs the node's loopback (the frontends' own ports, their admin endpoints).
+"""
+
+import csv
+import io
+import json
+import math
+import socket
+import time
+import urllib.request
+from collections import Counter
+
+import pytest
+import yaml
+
+from conftest import instances_of, run_playbook, systemd_only
+from meshlab.testing import BoundedLoad, load_summary
+
+pytestmark = systemd_only
+
+
+@pytest.fixture(scope="module")
+def edge(model):
+    [node] = model["edge"]["nodes"]
+    address = model["nodes"][node]["address"]
+    return {"node": node, "address": address, "url": f"http://{address}:{model['edge']['port']}",
+            "stats": f"http://{address}:{model['edge']['stats_port']}"}
+
+
+def _stats(edge):
+    """HAProxy's stats as CSV rows: one per proxy and per server."""
+    with urllib.request.urlopen(f"{edge['stats']}/;csv", timeout=5) as resp:
+        text = resp.read().decode().lstrip("# ")
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def _servers(edge, up_only=True):
+    """{sidecar address:port: (backend, server, status)} of the edge's frontend servers that have an address."""
+    found = {}
+    for row in _stats(edge):
+        if not row["pxname"].startswith("frontend") or row["svname"] in ("FRONTEND", "BACKEND") or not row.get("addr"):
+            continue
+        if up_only and not row["status"].startswith("UP"):
+            continue
+        found[row["addr"]] = (row["pxname"], row["svname"], row["status"])
+    return found
+
+
+def _passing_sidecars(mesh):
+    """{address:port: version tag} of the frontend's passing sidecars in Consul."""
+    return {f"{e['Service']['Address']}:{e['Service']['Port']}": (e["Service"]["Tags"] or [None])[0]
+            for e in mesh.consul("/v1/health/service/frontend-sidecar-proxy?passing=1")}
+
+
+def _wait(what, check, timeout=30):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.5)
+
+
+def _edge_matches_consul(edge, mesh):
+    servers, passing = _servers(edge), _passing_sidecars(mesh)
+    ok = set(servers) == set(passing) and all(servers[a][0] == f"frontend_{v}" for a, v in passing.items())
+    return (servers, passing) if ok else None
+
+
+def _versions(records):
+    return Counter(r["headers"].get("x-version") for r in records if r["status"] == 200)
+
+
+def _master_pid(host):
+    return host.check_output("systemctl show -p MainPID --value haproxy.service")
+
+
+def _worker_pids(host):
+    return host.check_output("pgrep -u haproxy -x haproxy || true").split()
+
+
+def test_the_edge_answers_the_seed_and_is_the_only_way_in(host, model, edge, seed):
+    """9 through the edge; every frontend's own port is closed to other hosts but answers on the node's loopback
+    (the instance lives: it is the edge that lets users in)."""
+    req = urllib.request.Request(f"{edge['url']}/api/v1/compute", data=json.dumps({"expression": seed["expression"]}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        body, version = json.load(resp), resp.headers["X-Version"]
+    print(f"through the edge: {body['result']} from {body['version']} ({len(body['calls'])} upstream calls)")
+    assert body["result"] == seed["result"] and version in ("v1", "v2")
+    for fe in instances_of(model, "frontend"):
+        with socket.socket() as sock:
+            sock.settimeout(3)
+            refused = sock.connect_ex((fe["node_address"], fe["port"]))
+        assert refused != 0, f"{fe['id']} answers on {fe['node_address']}:{fe['port']}: it must listen on loopback only"
+        assert host.run(f"curl -sf -o /dev/null http://127.0.0.1:{fe['port']}/health").rc == 0, f"{fe['id']} is not alive"
+    with socket.socket() as sock:
+        sock.settimeout(3)
+        assert sock.connect_ex((edge["address"], model["edge"]["port"])) == 0  # control: the edge's port is open
+
+
+def test_the_edge_serves_exactly_the_passing_frontend_instances(edge, mesh, model):
+    """The edge's servers (its stats) are the passing frontend sidecars in Consul, each in its version's backend."""
+    found = _wait("edge = consul", lambda: _edge_matches_consul(edge, mesh))
+    print(f"edge servers UP: {_servers(edge)}; passing in Consul: {_passing_sidecars(mesh)}")
+    assert found, "the edge's servers differ from the passing frontend sidecars"
+    assert len(found[0]) == len(instances_of(model, "frontend"))
+
+
+def test_a_new_instance_is_served_without_an_edge_reload(host, edge, mesh, model, inventory, tmp_path, seed):
+    """One more canary (the last version, so no instance changes version) through the catalog: the edge's workers
+    stay the same processes (no reload), and the new instance's sidecar appears in its backend from DNS, then
+    leaves again."""
+    catalog = []
+    for svc in model["catalog"]:
+        if svc["name"] == "frontend":
+            last = svc["versions"][-1]["name"]
+            versions = [dict(v, instances=v["instances"] + 1) if v["name"] == last else v for v in svc["versions"]]
+            svc = dict(svc, instances=svc["instances"] + 1, versions=versions)
+        catalog.append(svc)
+    extra = tmp_path / "catalog.yml"
+    extra.write_text(yaml.safe_dump({"mesh_catalog": catalog}))
+    before, workers = _master_pid(host), _worker_pids(host)
+    try:
+        rc, out = run_playbook(inventory, "playbooks/workloads.yml", f"@{extra}")
+        assert rc == 0, out[-3000:]
+        grown = _wait("new instance served", lambda: len(_servers(edge)) == len(instances_of(model, "frontend")) + 1
+                      and _edge_matches_consul(edge, mesh))
+        print(f"after adding an instance: {_servers(edge)}; haproxy workers {workers} -> {_worker_pids(host)}")
+        assert grown, f"the new instance is not in the edge: {_servers(edge)} vs {_passing_sidecars(mesh)}"
+        assert (_master_pid(host), _worker_pids(host)) == (before, workers), "the edge was reloaded or restarted"
+    finally:
+        rc, out = run_playbook(inventory, "playbooks/workloads.yml")
+    assert rc == 0, out[-3000:]
+    assert _wait("back", lambda: _edge_matches_consul(edge, mesh)) and len(_servers(edge)) == len(instances_of(model, "frontend"))
+
+
+def test_rate_limit_answers_429_with_json_and_retry_after(edge, model):
+    """Below the limit every answer is 200; a burst well above it gets 429s with a JSON body and Retry-After,
+    and no more 200s than the limit lets through (plus one period of slack)."""
+    limit = 50  # group_vars mesh_edge_rate_limit per mesh_edge_rate_period_s (1 s)
+    time.sleep(2)  # the earlier tests' requests leave the stick table's window
+    below = BoundedLoad(f"{edge['url']}/health", None, rate=20, seconds=3).start().join()
+    time.sleep(2)
+    burst_s = 2
+    above = BoundedLoad(f"{edge['url']}/health", None, rate=200, seconds=burst_s, timeout=3).start().join()
+    statuses = Counter(r["status"] for r in above)
+    limited = [r for r in above if r["status"] == 429]
+    print(f"below (20/s for 3 s): {dict(Counter(r['status'] for r in below))}; above (200/s for {burst_s} s): "
+          f"{dict(statuses)}; a 429: {limited[0]['body'] if limited else None}, Retry-After "
+          f"{limited[0]['headers'].get('retry-after') if limited else None}")
+    assert [r["status"] for r in below] == [200] * 60
+    assert set(statuses) <= {200, 429} and statuses[429] > 0
+    assert statuses[200] <= limit * (burst_s + 1)
+    assert all(r["body"]["limit"] == limit and r["headers"].get("retry-after") == "1" for r in limited)
+    time.sleep(2)
+
+
+def _binomial_bounds(n, p, sigmas=4.5):
+    """The count range a fair split stays in but for about 1 in 150,000 runs (normal approximation)."""
+    spread = sigmas * math.sqrt(n * p * (1 - p))
+    return max(0, math.floor(n * p - spread)), math.ceil(n * p + spread)
+
+
+def test_the_split_follows_the_weights_and_the_header_pins_the_canary(edge, model):
+    """400 requests at the catalog's 90/10: v2's share within the binomial spread; with X-Canary: always every
+    request goes to v2."""
+    weights = {v["name"]: v["weight"] for v in next(s for s in model["catalog"] if s["name"] == "frontend")["versions"]}
+    records = BoundedLoad(f"{edge['url']}/health", None, rate=40, seconds=10).start().join()
+    versions = _versions(records)
+    low, high = _binomial_bounds(len(records), weights["v2"] / 100)
+    print(f"weights {weights}: {dict(versions)} of {len(records)} (statuses {dict(Counter(r['status'] for r in records))}); "
+          f"v2 expected within [{low}, {high}] (4.5 sigma)")
+    assert all(r["status"] == 200 for r in records)
+    assert low <= versions["v2"] <= high and versions["v1"] + versions["v2"] == len(records)
+
+    pinned = BoundedLoad(f"{edge['url']}/health", None, rate=20, seconds=2, headers={"X-Canary": "always"}).start().join()
+    print(f"X-Canary: always: {dict(_versions(pinned))}")
+    assert _versions(pinned) == {"v2": 40}
+
+
+def test_changing_the_weights_drops_no_request(edge, inventory):
+    """make canary WEIGHT=100 (the edge's own playbook, a reload) under load: nothing fails; then every request
+    reaches v2; back to the catalog's weights, again under load."""
+    def under_load(*extra):
+        load = BoundedLoad(f"{edge['url']}/api/v1/compute", {"expression": "1+2"}, rate=10, seconds=300).start()
+        rc, out = run_playbook(inventory, "playbooks/edge.yml", *extra)
+        time.sleep(1)
+        records = load.stop().join()
+        return rc, out, records
+
+    try:
+        rc, out, records = under_load("mesh_edge_canary_weight=100")
+        assert rc == 0, out[-3000:]
+        after = BoundedLoad(f"{edge['url']}/health", None, rate=20, seconds=3).start().join()
+        summary = load_summary(records)
+        print(f"during the reload to 0/100: {summary}; after: {dict(_versions(after))}")
+        assert summary["failed"] == 0 and summary["requests"] > 50
+        assert _versions(after) == {"v2": 60}
+    finally:
+        rc, out, records = under_load()
+    summary = load_summary(records)
+    print(f"during the reload back to the catalog's weights: {summary}")
+    assert rc == 0, out[-3000:]
+    assert summary["failed"] == 0
+
+
+def _server_row(edge, inst):
+    """The stats row of the edge's server for `inst` (None: no server has its address, DNS dropped it)."""
+    addr = f"{inst['node_address']}:{inst['sidecar_port']}"
+    return next((r for r in _stats(edge) if r.get("addr") == addr and r["pxname"].startswith("frontend")), None)
+
+
+def _status(edge, inst):
+    row = _server_row(edge, inst)
+    return row["status"] if row else "GONE"
+
+
+def test_a_stopped_frontend_costs_no_request_and_is_marked_down_then_up(host, edge, mesh, model):
+    """Stop frontend-1 under 20/s through the edge for 16 s: zero failed (retries, redispatch); the edge marks
+    it down while it is stopped and up again after it restarts."""
+    victim = instances_of(model, "frontend")[0]
+    unit = victim["units"]["app"]
+    load = BoundedLoad(f"{edge['url']}/api/v1/compute", {"expression": "1+2"}, rate=20, seconds=16).start()
+    seen = []
+    try:
+        while load.elapsed() < 3:
+            time.sleep(0.1)
+        host.check_output(f"systemctl stop {unit}")
+        stopped_at = load.elapsed()
+        while load.elapsed() < 11:
+            seen.append(_status(edge, victim))
+            time.sleep(0.5)
+    finally:
+        host.check_output(f"systemctl start {unit}")
+    records = load.join()
+    back = _wait("up again", lambda: _status(edge, victim).startswith("UP"), timeout=30)
+    summary = load_summary(records)
+    served = Counter(r["headers"].get("x-instance-id") for r in records if r["t"] > stopped_at + 1 and r["t"] < 11)
+    print(f"{victim['id']} stopped at {stopped_at:.1f} s, started at 11 s: {summary}; its server's states "
+          f"{sorted(set(seen))}; answered by {dict(served)}; back up: {bool(back)}")
+    assert summary["failed"] == 0 and summary["requests"] == 320
+    assert any(s.startswith(("DOWN", "MAINT", "GONE")) for s in seen), "the edge never took it out"
+    assert victim["id"] not in served
+    assert back
+
+
+def test_an_erroring_frontend_is_ejected_by_outlier_detection(host, edge, model):
+    """frontend-2 answers every compute with 500 (fault switch; its health check still passes): the edge marks it
+    down after `error-limit` (5) errors in a row; its checks bring it back, and the next 5 errors take it out
+    again. The edge does not retry an instance's own 500s (a retried answer is never observed), so users see
+    them: counted, and bounded by 5 per time it was taken out (plus the 5 that may end the load), against the
+    about 45 % of requests it would answer without outlier detection."""
+    bad = instances_of(model, "frontend")[1]
+    before = _server_row(edge, bad)
+    host.check_output("curl -sf -X PUT -H 'Content-Type: application/json' --data-binary %s http://127.0.0.1:%s/admin/faults",
+                      json.dumps({"error_rate": 1}), str(bad["admin_port"]))
+    states = []
+    try:
+        load = BoundedLoad(f"{edge['url']}/api/v1/compute", {"expression": "1+2"}, rate=20, seconds=12).start()
+        while load.elapsed() < 12:
+            states.append(_status(edge, bad))  # an UP spell lasts ~0.5 s (5 errors at ~9/s): poll faster than that
+            time.sleep(0.1)
+        records = load.join()
+    finally:
+        host.check_output("curl -sf -X DELETE http://127.0.0.1:%s/admin/faults", str(bad["admin_port"]))
+    after = _server_row(edge, bad)
+    errors_5xx = int(after["hrsp_5xx"] or 0) - int(before["hrsp_5xx"] or 0)
+    outs = sum(1 for a, b in zip(states, states[1:]) if a.startswith("UP") and not b.startswith("UP"))
+    summary = load_summary(records)
+    print(f"{bad['id']} erroring: users {summary} {dict(Counter(r['status'] for r in records))}; its 5xx answers to the "
+          f"edge {errors_5xx}; taken out {outs} times (states seen {dict(Counter(st.split()[0] for st in states))})")
+    users_5xx = sum(1 for r in records if r["status"] >= 500)
+    assert summary["requests"] == 240 and users_5xx == summary["failed"] == errors_5xx
+    assert outs >= 1, "outlier detection never took the erroring instance out"
+    assert 0 < users_5xx <= 5 * (outs + 1), "more errors reached users than the error limit allows"
+    assert _wait("up again", lambda: _status(edge, bad).startswith("UP"), timeout=30)
+
+
+@pytest.mark.parametrize("bad", [
+    {"mesh_edge_weights": {"frontend": {"v1": "ninety", "v2": 10}}},
+    {"mesh_edge_weights": {"nosuch": {"v1": 100}}},
+], ids=["weights-not-numbers", "unknown-service"])
+def test_bad_edge_settings_change_nothing(host, inventory, bad):
+    """The edge's playbook stops in preflight with the reason; HAProxy's config and processes are untouched."""
+    config, pid = host.check_output("sha256sum /etc/haproxy/haproxy.cfg"), _master_pid(host)
+    rc, out = run_playbook(inventory, "playbooks/edge.yml", json.dumps(bad))
+    reason = out[out.find("The edge cannot be configured"):][:300]
+    print(f"{json.dumps(bad)}: rc {rc}: {reason}")
+    assert rc != 0
+    assert (host.check_output("sha256sum /etc/haproxy/haproxy.cfg"), _master_pid(host)) == (config, pid)

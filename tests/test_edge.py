@@ -1,0 +1,113 @@
+"""The edge's plan and HAProxy config (meshlab/edge.py) for the lab's catalog: discovery names, split, routing,
+rate limit, checks; and every bad setting refused with what to change (preflight shows these messages)."""
+
+import collections
+import random
+import re
+
+import pytest
+
+from meshlab import edge
+from meshlab import model as lab_model
+
+
+@pytest.fixture(scope="module")
+def plan(model):
+    return edge.plan(model)
+
+
+def test_the_edge_serves_the_exposed_frontend_by_version(plan, model):
+    assert plan["service"] == "frontend" and plan["canary"] == "v2"
+    assert [(b["name"], b["weight"], b["range"]) for b in plan["backends"]] == [
+        ("frontend_v1", 90, [0, 89]), ("frontend_v2", 10, [90, 99])]
+    # Discovery by tag among the sidecars (the passing instances' public mTLS ports).
+    assert [b["srv"] for b in plan["backends"]] == ["_frontend-sidecar-proxy._v1.service.consul",
+                                                    "_frontend-sidecar-proxy._v2.service.consul"]
+    tags = {i["id"]: i["registration"]["service"]["connect"]["sidecar_service"]["tags"]
+            for i in lab_model.instances_of(model, "frontend")}
+    assert tags == {"frontend-1": ["v1"], "frontend-2": ["v1"], "frontend-3": ["v2"]}
+
+
+def test_the_edge_runs_on_the_first_workload_node_with_its_own_token(model):
+    assert model["edge"]["nodes"] == ["mesh-1"]
+    from meshlab import acl
+    [token] = [t for t in acl.workload_tokens(model) if t["name"] == "edge"]
+    assert token["nodes"] == ["mesh-1"] and token["service_identities"] == [{"service_name": "edge"}]
+    assert {"source": "edge", "destination": "frontend", "action": "allow"} in model["intentions"]
+
+
+def test_the_config_routes_splits_limits_and_checks(plan):
+    cfg = edge.config(plan)
+    assert "bind :8080" in cfg and "bind :8404" in cfg
+    assert "accepted_payload_size 8192" in cfg  # else Consul answers with 3 records, silently
+    assert re.search(r"use_backend frontend_v2 if \{ req.hdr\(X-Canary\) -m str always \}", cfg)
+    first_rule = cfg.index("use_backend frontend_v2 if { req.hdr")
+    assert first_rule < cfg.index("var(txn.split) -m int 0:89")  # the header wins over the draw
+    assert "use_backend frontend_v1 if { var(txn.split) -m int 0:89 } { nbsrv(frontend_v1) gt 0 }" in cfg
+    assert "server-template v1- 8 _frontend-sidecar-proxy._v1.service.consul" in cfg
+    assert "ssl crt /etc/haproxy/mesh/edge.pem ca-file /etc/haproxy/mesh/connect-ca.pem verify required" in cfg
+    assert "observe layer7 error-limit 5 on-error mark-down" in cfg
+    assert "http-check send meth GET uri /health" in cfg
+    assert "http-request return status 429" in cfg and "Retry-After 1" in cfg
+    assert "sc_http_req_rate(0) gt 50" in cfg
+
+
+def _draw(plan, n=100_000, seed=1):
+    """The share each backend gets from HAProxy's rules for one rand(100) per request (all servers up)."""
+    rng = random.Random(seed)
+    counts = collections.Counter()
+    for _ in range(n):
+        pick = rng.randrange(100)
+        counts[next(b["name"] for b in plan["backends"] if b["range"] and b["range"][0] <= pick <= b["range"][1])] += 1
+    return {k: v / n for k, v in counts.items()}
+
+
+@pytest.mark.parametrize("options, want", [
+    ({}, {"v1": 90, "v2": 10}),
+    ({"canary_weight": 100}, {"v1": 0, "v2": 100}),
+    ({"canary_weight": "25"}, {"v1": 75, "v2": 25}),
+    ({"weights": {"frontend": {"v1": 50, "v2": 50}}}, {"v1": 50, "v2": 50}),
+])
+def test_weights_from_the_catalog_or_the_overrides(model, options, want):
+    plan = edge.plan(model, options)
+    assert edge.split(plan) == want
+    shares = _draw(plan)
+    for version, weight in want.items():
+        assert abs(shares.get(f"frontend_{version}", 0) - weight / 100) < 0.01
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"weights": {"frontend": {"v1": "ninety", "v2": 10}}}, "whole numbers"),
+    ({"weights": {"frontend": {"v1": 80, "v2": 10}}}, "add up to 90"),
+    ({"weights": {"frontend": {"v3": 100}}}, "names version(s) v3"),
+    ({"weights": {"nosuch": {"v1": 100}}}, "names nosuch, which the edge does not serve"),
+    ({"weights": ["v1"]}, "must map an exposed service"),
+    ({"canary_weight": 101}, "whole number from 0 to 100"),
+    ({"canary_weight": "half"}, "whole number from 0 to 100"),
+    ({"port": 8081}, "taken by catalog instances"),
+    ({"port": 8404}, "both 8404"),
+    ({"rate_limit": 0}, "rate_limit 0"),
+])
+def test_bad_settings_are_refused_with_what_to_change(model, options, words):
+    with pytest.raises(edge.EdgeError) as err:
+        edge.plan(model, options)
+    assert words in str(err.value)
+    assert edge.problems(model, options) == [str(err.value)]
+
+
+def test_two_exposed_services_are_refused(catalog, settings):
+    cat = [dict(s, expose=True) if s["name"] == "add-svc" else s for s in catalog]
+    built = lab_model.build(cat, [{"name": "mesh-1", "address": "10.0.0.11"}], settings)
+    assert "the edge serves one" in edge.problems(built)[0]
+
+
+def test_an_unversioned_service_gets_one_backend_and_nothing_exposed_gets_404(catalog, settings):
+    cat = [{k: v for k, v in s.items() if k != "versions"} for s in catalog]
+    built = lab_model.build(cat, [{"name": "mesh-1", "address": "10.0.0.11"}], settings)
+    plan = edge.plan(built)
+    assert [(b["name"], b["srv"]) for b in plan["backends"]] == [("frontend", "_frontend-sidecar-proxy._tcp.service.consul")]
+    assert "rand(100)" not in edge.config(plan) and plan["canary"] is None
+    with pytest.raises(edge.EdgeError):
+        edge.plan(built, {"canary_weight": 10})
+    hidden = lab_model.build([dict(s, expose=False) for s in catalog], [{"name": "mesh-1", "address": "10.0.0.11"}], settings)
+    assert "status 404" in edge.config(edge.plan(hidden))
