@@ -134,7 +134,9 @@ print(_json.dumps(_load.join()), flush=True)
         return time.monotonic() - self.started
 
     def join(self):
-        out, err = self._proc.communicate()
+        out = self._proc.stdout.read()  # stdin is closed already: communicate() would try to flush it
+        err = self._proc.stderr.read()
+        self._proc.wait()
         if self._proc.returncode != 0:
             raise RuntimeError(f"the load in {self.container} failed (rc {self._proc.returncode}): {err[-2000:]}")
         return json.loads(out)

@@ -109,6 +109,12 @@ def test_the_edge_serves_exactly_the_passing_frontend_instances(edge, mesh, mode
     print(f"edge servers UP: {_servers(edge)}; passing in Consul: {_passing_sidecars(mesh)}")
     assert found, "the edge's servers differ from the passing frontend sidecars"
     assert len(found[0]) == len(instances_of(model, "frontend"))
+    # The same count in its Prometheus exporter, per version.
+    with urllib.request.urlopen(f"{edge['stats']}/metrics", timeout=5) as resp:
+        metrics = resp.read().decode()
+    active = {b: sum(1 for a, v in found[1].items() if f"frontend_{v}" == b) for b in ("frontend_v1", "frontend_v2")}
+    for backend, count in active.items():
+        assert f'haproxy_backend_active_servers{{proxy="{backend}"}} {count}' in metrics, (backend, count)
 
 
 def test_a_new_instance_is_served_without_an_edge_reload(host, edge, mesh, model, inventory, tmp_path, seed):
