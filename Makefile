@@ -104,8 +104,10 @@ canary: ## Send WEIGHT % (0-100) of the requests to the canary version (until th
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/edge.yml -e mesh_edge_canary_weight=$(WEIGHT)
 	@scripts/lab split
 
-hammer: ## A bounded burst through the edge (RATE=100/s for SECONDS=5): counts per second and status, 429s included
-	@scripts/lab hammer --rate $(or $(RATE),100) --seconds $(or $(SECONDS),5)
+HAMMER_RATE    ?= 100
+HAMMER_SECONDS ?= 5
+hammer: ## A bounded burst through the edge (HAMMER_RATE=100/s for HAMMER_SECONDS=5): counts per second and status
+	@scripts/lab hammer --rate $(HAMMER_RATE) --seconds $(HAMMER_SECONDS)
 
 SVC  ?= add-svc
 MS   ?= 300

@@ -221,7 +221,9 @@ def config(edge_plan):
         "",
         f"frontend {EDGE}",
         f"    bind :{o['port']}",
-        f"    stick-table type ip size 100k expire {max(10, 2 * o['rate_period_s'])}s store http_req_rate({o['rate_period_s']}s)",
+        # The rate of requests let through (gpc0, counted after the limit's check): a client above the limit gets
+        # `rate_limit` answers per period and 429 for the rest, however hard it keeps sending.
+        f"    stick-table type ip size 100k expire {max(10, 2 * o['rate_period_s'])}s store gpc0_rate({o['rate_period_s']}s)",
     ]
     if o["rate_exempt"]:
         lines.append(f"    acl rate_exempt src {' '.join(map(str, o['rate_exempt']))}")
@@ -231,7 +233,8 @@ def config(edge_plan):
     body = (f'{{"error": "rate limit: more than {o["rate_limit"]} requests in {o["rate_period_s"]} s from your address", '
             f'"limit": {o["rate_limit"]}, "period_s": {o["rate_period_s"]}}}')
     lines.append(f"    http-request return status 429 content-type application/json hdr Retry-After {o['rate_period_s']} "
-                 f"string {_q(body)} if {{ sc_http_req_rate(0) gt {o['rate_limit']} }}")
+                 f"string {_q(body)} if {{ sc_gpc0_rate(0) ge {o['rate_limit']} }}")
+    lines.append("    http-request sc-inc-gpc0(0)" + (" unless rate_exempt" if o["rate_exempt"] else ""))
     backends = edge_plan["backends"]
     if not backends:
         lines.append("    http-request return status 404 content-type application/json "

@@ -49,7 +49,8 @@ def test_the_config_routes_splits_limits_and_checks(plan):
     assert "observe layer7 error-limit 5 on-error mark-down" in cfg
     assert "http-check send meth GET uri /health" in cfg
     assert "http-request return status 429" in cfg and "Retry-After 1" in cfg
-    assert "sc_http_req_rate(0) gt 50" in cfg
+    # The limit counts the requests let through: the check comes before the count.
+    assert cfg.index("sc_gpc0_rate(0) ge 50") < cfg.index("http-request sc-inc-gpc0(0)")
 
 
 def _draw(plan, n=100_000, seed=1):

@@ -146,8 +146,8 @@ def test_a_new_instance_is_served_without_an_edge_reload(host, edge, mesh, model
 
 
 def test_rate_limit_answers_429_with_json_and_retry_after(edge, model):
-    """Below the limit every answer is 200; a burst well above it gets 429s with a JSON body and Retry-After,
-    and no more 200s than the limit lets through (plus one period of slack)."""
+    """Below the limit every answer is 200; a burst at four times the limit gets 429s with a JSON body and
+    Retry-After, and about the limit's worth of 200s per second (the limit counts what it lets through)."""
     limit = 50  # group_vars mesh_edge_rate_limit per mesh_edge_rate_period_s (1 s)
     time.sleep(2)  # the earlier tests' requests leave the stick table's window
     below = BoundedLoad(f"{edge['url']}/health", None, rate=20, seconds=3).start().join()
@@ -161,7 +161,7 @@ def test_rate_limit_answers_429_with_json_and_retry_after(edge, model):
           f"{limited[0]['headers'].get('retry-after') if limited else None}")
     assert [r["status"] for r in below] == [200] * 60
     assert set(statuses) <= {200, 429} and statuses[429] > 0
-    assert statuses[200] <= limit * (burst_s + 1)
+    assert limit * (burst_s - 1) <= statuses[200] <= limit * (burst_s + 1)
     assert all(r["body"]["limit"] == limit and r["headers"].get("retry-after") == "1" for r in limited)
     time.sleep(2)
 
