@@ -42,7 +42,8 @@ def test_upstream_listeners_on_each_instances_loopback_address(host, instances):
 
 
 @systemd_only
-def test_a_killed_sidecar_is_restarted_by_systemd(host, instances):
+def test_a_killed_sidecar_is_restarted_by_systemd(host, mesh, instances):
+    """Then Consul passes it again: the next tests find the mesh as this one found it."""
     unit = instances[0]["units"]["sidecar"]
     before = host.check_output(f"systemctl show -p MainPID --value {unit}")
     host.check_output(f"kill -9 {before}")
@@ -53,3 +54,10 @@ def test_a_killed_sidecar_is_restarted_by_systemd(host, instances):
         host.run("sleep 0.5")
     assert after not in ("0", before)
     assert host.service(unit).is_running
+    sidecar = f"{instances[0]['id']}-sidecar-proxy"
+    for _ in range(60):
+        if sidecar in [e["Service"]["ID"] for e in mesh.consul(f"/v1/health/service/{instances[0]['service']}-sidecar-proxy?passing=1")]:
+            break
+        host.run("sleep 0.5")
+    else:
+        raise AssertionError(f"{sidecar} did not pass again within 30 s of its restart")
