@@ -18,6 +18,11 @@ import urllib.request
 KEPT_HEADERS = ("x-", "retry-after")
 
 
+def _kept(headers):
+    """The response headers a record keeps, names lowercase."""
+    return {k.lower(): v for k, v in headers.items() if k.lower().startswith(KEPT_HEADERS)}
+
+
 class BoundedLoad:
     """Requests at a fixed rate for a fixed time, every outcome recorded with its timestamp.
 
@@ -48,10 +53,10 @@ class BoundedLoad:
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 record["status"], record["body"] = resp.status, json.load(resp)
-                record["headers"] = {k.lower(): v for k, v in resp.headers.items() if k.lower().startswith(KEPT_HEADERS)}
+                record["headers"] = _kept(resp.headers)
         except urllib.error.HTTPError as exc:
             record["status"] = exc.code
-            record["headers"] = {k.lower(): v for k, v in exc.headers.items() if k.lower().startswith(KEPT_HEADERS)}
+            record["headers"] = _kept(exc.headers)
             try:
                 record["body"] = json.load(exc)
             except ValueError:
