@@ -7,22 +7,16 @@ The only difference between the two services is the binary operation chosen by
 from __future__ import annotations
 
 import json
-import operator
 import re
 import sys
 import time
-from typing import Callable
 
 from flask import Flask, Response, abort, g, jsonify, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
 from . import faults as fault_injection
-
-OPERATIONS: dict[str, Callable[[int, int], int]] = {
-    "add": operator.add,
-    "sub": operator.sub,
-}
+from .config import OPERATIONS
 
 #: Operands must satisfy ``abs(v) <= MAX_ABS_OPERAND`` (10**15). Results can
 #: therefore reach 2 * 10**15, still well inside IEEE-754 safe integers
@@ -66,7 +60,7 @@ def _write_log_line(record: dict) -> None:
 
 
 class _Abort(Exception):
-    """An abort fault: the connection is closed without an answer."""
+    """An abort fault: the connection is closed before the answer is complete."""
 
 
 def create_app(op: str, instance_id: str, admin_port: int = 0, faults: fault_injection.FaultState | None = None) -> Flask:
@@ -132,14 +126,13 @@ def create_app(op: str, instance_id: str, admin_port: int = 0, faults: fault_inj
 
     @app.errorhandler(_Abort)
     def abort_connection(exc: _Abort):
-        # gunicorn hands the client socket to the app: shut it, so the client gets no answer at all.
-        sock = request.environ.get("gunicorn.socket")
-        if sock is not None:
-            try:
-                sock.shutdown(2)
-            except OSError:
-                pass
-        return jsonify(error="injected fault: abort"), 500
+        # The WSGI server gives the app no handle on the connection: promise a body that never comes and
+        # ask for the connection to close. The server sends the status line and headers, then closes the
+        # connection in the middle of the answer; the client never gets a complete one.
+        response = Response(b"{", status=500, content_type="application/json")
+        response.headers["Content-Length"] = "64"
+        response.headers["Connection"] = "close"
+        return response
 
     @app.errorhandler(Exception)
     def internal_error(exc: Exception):

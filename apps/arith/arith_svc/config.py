@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import operator
 import re
 import socket
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence, TypeVar
 
 from . import faults as fault_injection
-from .app import OPERATIONS
 
 T = TypeVar("T")
+
+OPERATIONS: dict[str, Callable[[int, int], int]] = {
+    "add": operator.add,
+    "sub": operator.sub,
+}
+
 
 _HOSTNAME_RE = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*"
@@ -31,8 +37,8 @@ _FLAGS = {
     "op": ("ARITH_OP", "operation to serve: add or sub (required)"),
     "bind": ("APP_BIND", "address to listen on (default 127.0.0.1)"),
     "port": ("APP_PORT", "TCP port (default 8000)"),
-    "workers": ("ARITH_WORKERS", "gunicorn worker processes, 1-64 (default 2)"),
-    "threads": ("ARITH_THREADS", "threads per worker, 1-256 (default 4)"),
+    "workers": ("ARITH_WORKERS", "granian worker processes, 1-64 (default 2)"),
+    "threads": ("ARITH_THREADS", "threads per worker running the app, 1-256 (default 4)"),
     "instance_id": ("INSTANCE_ID", "id reported in responses (default <hostname>:<port>)"),
     "admin_port": ("APP_ADMIN_PORT", "admin endpoint port on 127.0.0.1 (/admin/faults); 0, the default: none"),
 }
@@ -86,7 +92,7 @@ def _instance_id(value: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m arith_svc",
-        description="Serve add-svc or sub-svc with gunicorn. Each flag falls back to "
+        description="Serve add-svc or sub-svc with granian. Each flag falls back to "
         "the environment variable shown, then to its default.",
     )
     for name, (env_name, help_text) in _FLAGS.items():

@@ -1,10 +1,10 @@
 """Fault injection (off by default): added latency (fixed plus a uniform jitter), an error rate
-(HTTP 500 with a JSON body) and an abort rate (the connection is closed without an answer).
+(HTTP 500 with a JSON body) and an abort rate (the connection is closed in the middle of the answer).
 
 Set at start-up from FAULT_* variables (config.py) or at run time through the admin endpoint
 on 127.0.0.1:<admin port> (app.py): GET/PUT/DELETE /admin/faults. The same settings and
 messages as the frontend (apps/frontend/src/faults.js). The current setting is kept in a
-small file, so that every gunicorn worker of the instance applies the same one.
+small file, so that every granian worker of the instance applies the same one.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def active(faults: dict) -> bool:
 
 class FaultState:
     """The instance's current faults, shared by its workers through a file (re-read when it changes);
-    in memory only when `path` is None. `initial` is written when given (the gunicorn master does,
+    in memory only when `path` is None. `initial` is written when given (the main process does,
     before its workers start)."""
 
     def __init__(self, path: str | None, initial: dict | None = None):

@@ -1,20 +1,46 @@
-"""Run the Flask app under gunicorn, configured in code (no gunicorn CLI/config file)."""
+"""Run the Flask app under granian (a Rust HTTP server with a WSGI interface), configured in code.
+
+Why granian: on one core it serves the same Flask app at about half the CPU per request of
+gunicorn's gthread worker (docs/bench.md has the figures), and every upstream call of the lab pays
+that cost. Layout of one instance:
+
+    main process   granian's supervisor (no Flask in it); it writes the initial faults file
+    workers        `workers` processes serving the service port, each running the Flask app on up to
+                   `threads` threads (a latency fault sleeps in one of them, not in the event loop),
+                   and, when APP_ADMIN_PORT is set, the admin endpoint (/admin/faults) on 127.0.0.1 in a
+                   thread; the workers share that port (SO_REUSEPORT) and the faults file
+
+The workers are new interpreters (granian spawns them): they rebuild the app from the settings the main
+process resolved, passed in ARITH_SVC_SETTINGS.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
+import json
 import os
+import signal
 import tempfile
+import threading
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from gunicorn.app.base import BaseApplication
+from granian.constants import HTTPModes, Interfaces
+from granian.http import HTTP1Settings
+from granian.server import Server
 
 from . import faults as fault_injection
-from .app import create_app
 from .config import Settings
 
-#: Seconds an idle client connection is kept open. Longer than the frontend's
-#: UPSTREAM_SOCKET_MAX_AGE_MS default (10 s), so the client always closes first
-#: and never reuses a connection the server is closing at the same moment.
-KEEPALIVE_SECONDS = 75
+SETTINGS_ENV = "ARITH_SVC_SETTINGS"
+# granian's own messages (start, stop, worker restarts) go to stderr: stdout is the app's JSON access log.
+LOG_CONFIG = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"generic": {"()": "logging.Formatter", "fmt": "[%(levelname)s] %(message)s"}},
+    "handlers": {"console": {"formatter": "generic", "class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
+    "loggers": {"_granian": {"handlers": ["console"], "level": "INFO", "propagate": False}},
+}
 
 
 def faults_file(settings: Settings) -> str:
@@ -22,43 +48,69 @@ def faults_file(settings: Settings) -> str:
     return os.path.join(tempfile.gettempdir(), f"arith-faults-{settings.port}.json")
 
 
-def gunicorn_options(settings: Settings) -> dict:
-    host = f"[{settings.bind}]" if ":" in settings.bind else settings.bind  # IPv6 literal
-    binds = [f"{host}:{settings.port}"]
-    if settings.admin_port:
-        binds.append(f"127.0.0.1:{settings.admin_port}")  # the admin endpoint: loopback only
+def granian_options(settings: Settings) -> dict:
     return {
-        "bind": binds,
+        "target": "arith_svc.server:worker_app",
+        "factory": True,
+        "interface": Interfaces.WSGI,
+        "address": settings.bind,
+        "port": settings.port,
         "workers": settings.workers,
-        # gthread: each worker serves `threads` connections concurrently and keeps
-        # idle keep-alive connections in a poller instead of blocking a thread.
-        "worker_class": "gthread",
-        "threads": settings.threads,
-        "keepalive": KEEPALIVE_SECONDS,
-        "timeout": 30,
-        "graceful_timeout": 10,
-        "accesslog": None,  # the app writes its own JSON access log
-        "errorlog": "-",  # gunicorn's own messages go to stderr
-        "proc_name": f"arith-{settings.op}",
-        # gunicorn >= 25 opens a control socket in $HOME or $XDG_RUNTIME_DIR by
-        # default; add-svc and sub-svc on one host would fight over that path.
-        "control_socket_disable": True,
+        "blocking_threads": settings.threads,
+        # HTTP/1.1 with keep-alive; granian does not close idle connections, so it is always the client
+        # (the frontend retires its pooled connections) that closes one, never a race with a server close.
+        "http": HTTPModes.http1,
+        "http1_settings": HTTP1Settings(keep_alive=True),
+        "websockets": False,
+        "log_dictconfig": LOG_CONFIG,
+        "log_access": False,  # the app writes its own JSON access log
+        "respawn_failed_workers": True,
+        "workers_kill_timeout": 10,  # graceful stop: in-flight requests get 10 s
     }
 
 
-class ArithServer(BaseApplication):
-    """Minimal gunicorn application: options from Settings, app from create_app."""
+def worker_app():
+    """The Flask app of one granian worker (factory target), from the main process' settings;
+    starts the admin endpoint's thread too."""
+    from .app import create_app  # here, not at the top: the main process stays without Flask
+
+    _die_with_parent()
+    settings = Settings(**json.loads(os.environ[SETTINGS_ENV]))
+    app = create_app(settings.op, settings.instance_id, settings.admin_port,
+                     fault_injection.FaultState(faults_file(settings)))
+    if settings.admin_port:
+        admin = make_server("127.0.0.1", settings.admin_port, app, server_class=_AdminServer, handler_class=_QuietHandler)
+        threading.Thread(target=admin.serve_forever, name="admin", daemon=True).start()
+    return app
+
+
+def _die_with_parent() -> None:
+    """Linux: the worker gets SIGKILL when its main process dies (as gunicorn's workers exit with their
+    master), so a killed instance leaves no worker behind holding its port."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class _AdminServer(WSGIServer):
+    allow_reuse_port = True  # every worker of the instance listens on the admin port
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the app logs each request as JSON
+        pass
+
+
+class ArithServer:
+    """One add-svc or sub-svc instance: granian serving the Flask app (and the admin endpoint) in its workers."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        # The master writes the initial faults before its workers start; workers only read and change them.
+        # The main process writes the initial faults before its workers start; workers read them,
+        # the admin endpoint changes them.
         fault_injection.FaultState(faults_file(settings), settings.faults or fault_injection.NONE)
-        super().__init__()
 
-    def load_config(self) -> None:
-        for key, value in gunicorn_options(self.settings).items():
-            self.cfg.set(key, value)
-
-    def load(self):
-        state = fault_injection.FaultState(faults_file(self.settings))
-        return create_app(self.settings.op, self.settings.instance_id, self.settings.admin_port, state)
+    def run(self) -> None:
+        os.environ[SETTINGS_ENV] = json.dumps(dataclasses.asdict(self.settings))
+        Server(**granian_options(self.settings)).serve()
