@@ -87,9 +87,14 @@ const SPEC = {
   ADD_SVC_URL: [upstreamUrl, 'http://127.0.0.1:9191'],
   SUB_SVC_URL: [upstreamUrl, 'http://127.0.0.1:9192'],
   RESILIENCE: [onOff, 'on'],
+  // The connection pool per upstream (pool.js): up to MAX_SOCKETS connections, MIN_SOCKETS opened before idle
+  // ones are reused; a connection lives MAX_REQUESTS_PER_SOCKET requests or SOCKET_MAX_AGE_MS, only
+  // REROLL_REQUESTS while the pool reaches too few instances.
   UPSTREAM_MAX_SOCKETS: [integer(1, 1024), '8'],
-  UPSTREAM_MAX_REQUESTS_PER_SOCKET: [integer(1, 1000000), '16'],
-  UPSTREAM_SOCKET_MAX_AGE_MS: [integer(1, 86400000), '10000'],
+  UPSTREAM_MIN_SOCKETS: [integer(1, 1024), '8'],
+  UPSTREAM_MAX_REQUESTS_PER_SOCKET: [integer(1, 10000000), '100000'],
+  UPSTREAM_SOCKET_MAX_AGE_MS: [integer(1, 86400000), '30000'],
+  UPSTREAM_REROLL_REQUESTS: [integer(1, 10000000), '16'],
   FAULT_LATENCY_MS: [integer(0, 60000), '0'],
   FAULT_LATENCY_JITTER_MS: [integer(0, 60000), '0'],
   FAULT_ERROR_RATE: [rate, '0'],
@@ -130,8 +135,10 @@ function loadConfig(env) {
 
   const pool = {
     maxSockets: values.UPSTREAM_MAX_SOCKETS,
+    minSockets: values.UPSTREAM_MIN_SOCKETS,
     maxRequestsPerSocket: values.UPSTREAM_MAX_REQUESTS_PER_SOCKET,
     maxSocketAgeMs: values.UPSTREAM_SOCKET_MAX_AGE_MS,
+    rerollRequests: values.UPSTREAM_REROLL_REQUESTS,
   };
   const upstream = (name, prefix, baseUrl) => {
     const get = (key) => values[`${prefix}_${key}`] ?? values[`UPSTREAM_${key}`];

@@ -137,13 +137,14 @@ async function serve(server, state, sockets = new Set()) {
 /**
  * A TCP proxy in front of several instances that, like Consul's built-in proxy, picks one
  * instance at random for each new connection (L4: every request on that connection goes there).
+ * `pick(n)`, when given, chooses the index of the instance of the n-th connection (from 1) instead.
  */
-async function startBalancingProxy(ports) {
+async function startBalancingProxy(ports, { pick = () => Math.floor(Math.random() * ports.length) } = {}) {
   const sockets = new Set();
   const state = { connections: 0 };
   const server = net.createServer((client) => {
     state.connections += 1;
-    const upstream = net.connect(ports[Math.floor(Math.random() * ports.length)], '127.0.0.1');
+    const upstream = net.connect(ports[pick(state.connections)], '127.0.0.1');
     for (const socket of [client, upstream]) {
       sockets.add(socket);
       socket.on('close', () => sockets.delete(socket));

@@ -22,7 +22,7 @@ describe('loadConfig', () => {
       breakerFailures: 5,
       breakerHalfOpenMs: 5000,
       resilience: true,
-      pool: { maxSockets: 8, maxRequestsPerSocket: 16, maxSocketAgeMs: 10000 },
+      pool: { maxSockets: 8, minSockets: 8, maxRequestsPerSocket: 100000, maxSocketAgeMs: 30000, rerollRequests: 16 },
     });
     assert.equal(config.adminPort, 0);
     assert.equal(config.version, null);
@@ -41,8 +41,10 @@ describe('loadConfig', () => {
       UPSTREAM_TIMEOUT_MS: '500',
       UPSTREAM_RETRIES: '0',
       UPSTREAM_MAX_SOCKETS: '2',
+      UPSTREAM_MIN_SOCKETS: '2',
       UPSTREAM_MAX_REQUESTS_PER_SOCKET: '100',
       UPSTREAM_SOCKET_MAX_AGE_MS: '30000',
+      UPSTREAM_REROLL_REQUESTS: '8',
     });
     assert.equal(config.bind, '::1');
     assert.equal(config.port, 9000);
@@ -51,7 +53,7 @@ describe('loadConfig', () => {
     assert.equal(config.upstreams.sub.baseUrl, 'http://127.0.0.1:9192');
     assert.equal(config.upstreams.sub.timeoutMs, 500);
     assert.equal(config.upstreams.sub.retries, 0);
-    assert.deepEqual(config.upstreams.sub.pool, { maxSockets: 2, maxRequestsPerSocket: 100, maxSocketAgeMs: 30000 });
+    assert.deepEqual(config.upstreams.sub.pool, { maxSockets: 2, minSockets: 2, maxRequestsPerSocket: 100, maxSocketAgeMs: 30000, rerollRequests: 8 });
   });
 
   it('takes per-upstream policy settings over the common ones, and initial faults', () => {
