@@ -132,9 +132,9 @@ class BoundedAgent extends http.Agent {
       this.sequence += 1;
       if (socket[INSTANCE]) this.lastUsed.set(socket[INSTANCE], this.sequence);
     });
-    const name = this.getName({ ...options, ...this.options });
+    const name = this.getName(options); // host, port, localAddress, family: none of them in this.options
     const idle = this.freeSockets[name];
-    if (idle?.length && this.#connections(name).length < this.minSockets) {
+    if (idle?.length && idle.length + (this.sockets[name]?.length || 0) < this.minSockets) {
       // spread: open one more connection instead of reusing an idle one (Agent creates one when it sees none idle)
       delete this.freeSockets[name];
       try {
