@@ -16,7 +16,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
 from . import faults as fault_injection
-from .config import OPERATIONS
+from .config import ACCESS_LOG_MODES, OPERATIONS
 
 #: Operands must satisfy ``abs(v) <= MAX_ABS_OPERAND`` (10**15). Results can
 #: therefore reach 2 * 10**15, still well inside IEEE-754 safe integers
@@ -63,14 +63,20 @@ class _Abort(Exception):
     """An abort fault: the connection is closed before the answer is complete."""
 
 
-def create_app(op: str, instance_id: str, admin_port: int = 0, faults: fault_injection.FaultState | None = None) -> Flask:
+def create_app(op: str, instance_id: str, admin_port: int = 0, faults: fault_injection.FaultState | None = None,
+               access_log: str = "all") -> Flask:
     """Build the WSGI app for operation ``op`` ("add" or "sub").
+
+    ``access_log``: which requests get a JSON line on stdout: "all", "errors" (status >= 400) or "off".
 
     ``admin_port``: the port (bound to 127.0.0.1 by the server) whose requests may reach /admin/faults,
     and nothing else; 0: no admin endpoint. ``faults``: the instance's fault state (in memory if None).
     """
     if op not in OPERATIONS:
         raise ValueError(f"op must be one of {sorted(OPERATIONS)}, got {op!r}")
+    if access_log not in ACCESS_LOG_MODES:
+        raise ValueError(f"access_log must be one of {', '.join(ACCESS_LOG_MODES)}, got {access_log!r}")
+    min_status = ACCESS_LOG_MODES[access_log]
     compute = OPERATIONS[op]
     state = faults or fault_injection.FaultState(None)
 
@@ -147,6 +153,8 @@ def create_app(op: str, instance_id: str, admin_port: int = 0, faults: fault_inj
     def tag_and_log(response: Response) -> Response:
         # after_request also runs for responses produced by the error handlers above.
         response.headers["X-Instance-Id"] = instance_id
+        if response.status_code < min_status:
+            return response
         started = g.get("started", time.monotonic())
         _write_log_line(
             {

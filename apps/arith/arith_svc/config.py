@@ -41,7 +41,10 @@ _FLAGS = {
     "threads": ("ARITH_THREADS", "threads per worker running the app, 1-256 (default 4)"),
     "instance_id": ("INSTANCE_ID", "id reported in responses (default <hostname>:<port>)"),
     "admin_port": ("APP_ADMIN_PORT", "admin endpoint port on 127.0.0.1 (/admin/faults); 0, the default: none"),
+    "access_log": ("ACCESS_LOG", "JSON line per request on stdout: all (default), errors (status >= 400) or off"),
 }
+# ACCESS_LOG mode -> lowest status that gets a line.
+ACCESS_LOG_MODES = {"all": 0, "errors": 400, "off": 1000}
 # Initial faults (off by default), environment only; the admin endpoint changes them at run time.
 FAULT_ENV = {"latency_ms": "FAULT_LATENCY_MS", "latency_jitter_ms": "FAULT_LATENCY_JITTER_MS",
              "error_rate": "FAULT_ERROR_RATE", "abort_rate": "FAULT_ABORT_RATE"}
@@ -57,11 +60,18 @@ class Settings:
     instance_id: str
     admin_port: int = 0
     faults: dict | None = None
+    access_log: str = "all"
 
 
 def _op(value: str) -> str:
     if value not in OPERATIONS:
         raise ValueError(f"must be one of: {', '.join(sorted(OPERATIONS))}")
+    return value
+
+
+def _access_log(value: str) -> str:
+    if value not in ACCESS_LOG_MODES:
+        raise ValueError(f"must be one of: {', '.join(ACCESS_LOG_MODES)}")
     return value
 
 
@@ -131,6 +141,7 @@ def parse_settings(argv: Sequence[str] | None, env: Mapping[str, str]) -> Settin
     threads = resolve("threads", _int_between(1, 256), "4")
     instance_id = resolve("instance_id", _instance_id, f"{socket.gethostname()}:{port}")
     admin_port = resolve("admin_port", _int_between(0, 65535), "0")
+    access_log = resolve("access_log", _access_log, "all")
     if admin_port and admin_port == port:
         parser.error(f"--admin-port/APP_ADMIN_PORT {admin_port} must differ from the service port")
     initial = {}
@@ -144,4 +155,4 @@ def parse_settings(argv: Sequence[str] | None, env: Mapping[str, str]) -> Settin
         faults = fault_injection.validate(initial)
     except fault_injection.FaultError as exc:
         parser.error(f"invalid FAULT_* settings: {exc}")
-    return Settings(op, bind, port, workers, threads, instance_id, admin_port, faults)
+    return Settings(op, bind, port, workers, threads, instance_id, admin_port, faults, access_log)

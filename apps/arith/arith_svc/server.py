@@ -77,7 +77,7 @@ def worker_app():
     _die_with_parent()
     settings = Settings(**json.loads(os.environ[SETTINGS_ENV]))
     app = create_app(settings.op, settings.instance_id, settings.admin_port,
-                     fault_injection.FaultState(faults_file(settings)))
+                     fault_injection.FaultState(faults_file(settings)), settings.access_log)
     if settings.admin_port:
         admin = make_server("127.0.0.1", settings.admin_port, app, server_class=_AdminServer, handler_class=_QuietHandler)
         threading.Thread(target=admin.serve_forever, name="admin", daemon=True).start()

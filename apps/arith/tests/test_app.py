@@ -130,6 +130,20 @@ def test_one_json_access_log_line_per_request(add_client, capsys):
         assert record["duration_ms"] >= 0
 
 
+@pytest.mark.parametrize("mode, logged", [("all", [200, 400, 404]), ("errors", [400, 404]), ("off", [])])
+def test_access_log_modes(capsys, mode, logged):
+    client = create_app("add", "t", access_log=mode).test_client()
+    for query in ("l=1&r=2", "l=x&r=2"):
+        client.get(f"{EXECUTE}?{query}")
+    client.get("/missing")
+    assert [json.loads(line)["status"] for line in capsys.readouterr().out.splitlines()] == logged
+
+
+def test_unknown_access_log_mode_is_rejected():
+    with pytest.raises(ValueError):
+        create_app("add", "t", access_log="some")
+
+
 def test_unknown_op_is_rejected():
     with pytest.raises(ValueError):
         create_app("mul", "t")

@@ -69,6 +69,14 @@ def test_bad_values_exit_2_with_clear_message(capsys, argv, env, message):
     assert message in capsys.readouterr().err
 
 
+def test_access_log_mode_from_flag_or_environment(capsys):
+    assert parse_settings(["--op", "add"], {"ACCESS_LOG": "errors"}).access_log == "errors"
+    assert parse_settings(["--op", "add", "--access-log", "off"], {"ACCESS_LOG": "errors"}).access_log == "off"
+    with pytest.raises(SystemExit) as exc:
+        parse_settings(["--op", "add"], {"ACCESS_LOG": "some"})
+    assert exc.value.code == 2 and "ACCESS_LOG" in capsys.readouterr().err
+
+
 def test_cli_bad_flag_exits_2():
     result = subprocess.run(
         [sys.executable, "-m", "arith_svc", "--op", "add", "--port", "not-a-port"],
