@@ -66,7 +66,7 @@ VAGRANT       ?= vagrant
 PROVIDER      ?=
 LAB_DIR       := $(or $(VAGRANT_DOTFILE_PATH),.vagrant)
 LAB_INVENTORY := $(LAB_DIR)/provisioners/ansible/inventory
-.PHONY: up down provision status click urls test-vagrant chaos-kill chaos-slow chaos-errors chaos-heal edge canary hammer
+.PHONY: up down provision status click urls test-vagrant chaos-kill chaos-slow chaos-errors chaos-heal edge canary hammer dashboard screenshots
 
 up: bootstrap ## Start the lab: vagrant up, provision, start-workloads; ends with the URLs and the profile used
 	@echo "==> vagrant up: decide provider and profile, boot the node(s)"
@@ -91,8 +91,14 @@ status: ## The lab's machines, Consul members, services, instances and their hea
 click: ## Send the sample request (1+1+2+...-5 = 9) to the frontend: prints the result and which instances answered
 	@scripts/lab click
 
-urls: ## The lab's URLs (Consul UI, Nomad UI, the edge and its stats) and the profile in use
+urls: ## The lab's URLs (Consul UI, Nomad UI, the edge and its stats, the dashboard, Prometheus) and the profile in use
 	@scripts/lab urls
+
+dashboard: ## The mesh dashboard (Prometheus' console /consoles/mesh.html): prints its address, opens it if there is a screen
+	@scripts/lab dashboard
+
+screenshots: ## Refresh the README's pictures (docs/img/): the dashboard under load with an instance killed, the Consul UI
+	@scripts/lab screenshots
 
 # --- The edge (HAProxy in front of the frontend; README "Traffic shaping") ---
 WEIGHT ?=

@@ -13,7 +13,11 @@ re-run addresses the same tokens.
     consul/nomad                   nomad-agent                    Nomad's Consul integration (full profile)
     consul/instance-<id>           service identity <service>     the instance's registration and sidecar (systemd)
     consul/service-<name>          service identity <name>        the service's Nomad tasks (nomad scheduler)
-    consul/edge                    service identity edge          the edge's Connect certificate (role edge)
+    consul/edge                    service identity edge          the edge's Connect certificate and registration
+    consul/prometheus              service identity prometheus    Prometheus' Connect certificate (it scrapes the apps
+                                                                  through their sidecars) and registration
+    consul/metrics-reader          agents-read                    Prometheus' scrapes of the servers' /v1/agent/metrics
+    consul/node-exporter           service identity node-exporter the node exporters' registrations
 """
 
 
@@ -28,6 +32,8 @@ def policies(nodes):
                            'service_prefix "" { policy = "read" intentions = "deny" }'})
     found.append({"name": "intentions-write", "description": "the intentions reconciler: services read, intentions write",
                   "rules": 'service_prefix "" { policy = "read" intentions = "write" }'})
+    found.append({"name": "agents-read", "description": "Prometheus: every agent's /v1/agent/metrics",
+                  "rules": 'agent_prefix "" { policy = "read" }'})
     found.append({"name": "nomad-agent", "description": "Nomad's Consul integration: agents, nodes and services read",
                   "rules": 'agent_prefix "" { policy = "read" }\nnode_prefix "" { policy = "read" }\n'
                            'service_prefix "" { policy = "read" }'})
@@ -44,6 +50,8 @@ def tokens(nodes):
                   "policies": [{"name": "intentions-write"}], "service_identities": []})
     found.append({"secret": "consul/nomad", "description": "Nomad's Consul integration",
                   "policies": [{"name": "nomad-agent"}], "service_identities": []})
+    found.append({"secret": "consul/metrics-reader", "description": "Prometheus: the agents' metrics",
+                  "policies": [{"name": "agents-read"}], "service_identities": []})
     return found
 
 
@@ -51,19 +59,29 @@ def workload_tokens(model, scheduler="systemd"):
     """The workloads' tokens, each a service identity: one per instance on the systemd scheduler (its
     registration and its sidecar use it), one per service on Nomad (allocations are not known in
     advance), with the file each token is written to and the nodes that get that file."""
-    from .model import token_file
+    from .model import EDGE, NODE_EXPORTER, PROMETHEUS, token_file
 
     edge = model.get("edge") or {}
-    edge_tokens = [{"secret": "consul/edge", "description": "workload edge", "name": "edge", "nodes": edge["nodes"],
-                    "file": edge["token_file"], "policies": [], "service_identities": [{"service_name": "edge"}]}
+    lab_tokens = [{"secret": f"consul/{EDGE}", "description": f"workload {EDGE}", "name": EDGE, "nodes": edge["nodes"],
+                    "file": edge["token_file"], "policies": [], "service_identities": [{"service_name": EDGE}]}
                    ] if edge.get("nodes") else []
+    metrics = model.get("metrics") or {}
+    if metrics:
+        # The node exporters' token only registers them (it is in their registrations): no file on the nodes.
+        lab_tokens += [
+            {"secret": f"consul/{PROMETHEUS}", "description": f"workload {PROMETHEUS}", "name": PROMETHEUS,
+             "nodes": [metrics["node"]], "file": metrics["token_file"], "policies": [],
+             "service_identities": [{"service_name": PROMETHEUS}]},
+            {"secret": f"consul/{NODE_EXPORTER}", "description": f"workload {NODE_EXPORTER}", "name": NODE_EXPORTER,
+             "nodes": [], "file": None, "policies": [], "service_identities": [{"service_name": NODE_EXPORTER}]},
+        ]
     if scheduler == "nomad":
         every = list(model["nodes"])
-        return edge_tokens + [{"secret": f"consul/service-{s['name']}", "description": f"workload service {s['name']}",
+        return lab_tokens + [{"secret": f"consul/service-{s['name']}", "description": f"workload service {s['name']}",
                  "name": s["name"], "nodes": every, "file": token_file(s["name"], model["settings"]),
                  "policies": [], "service_identities": [{"service_name": s["name"]}]}
                 for s in model["services"]]
-    return edge_tokens + [{"secret": f"consul/instance-{i['id']}", "description": f"workload instance {i['id']}", "name": i["id"],
+    return lab_tokens + [{"secret": f"consul/instance-{i['id']}", "description": f"workload instance {i['id']}", "name": i["id"],
              "nodes": [i["node"]], "file": i["token_file"], "policies": [],
              "service_identities": [{"service_name": i["service"]}]}
             for i in model["instances"]]

@@ -109,6 +109,13 @@ def plan(model, options=None):
         {"name": f"{o['frontend']} (direct path)", "unit": o["direct_unit"], "kind": "direct", "group": fe["app"]},
         {"name": "journald", "unit": "systemd-journald.service", "kind": "system", "group": "journald"},
     ]
+    # The lab's metrics run beside the mesh: Prometheus (its scrapes of every instance) and the node exporter.
+    metrics = model.get("metrics") or {}
+    if metrics and node == metrics["node"]:
+        components.append({"name": "prometheus", "unit": "prometheus.service", "kind": "metrics", "group": "metrics"})
+    if metrics and node in metrics["agents"]:
+        components.append({"name": "node exporter", "unit": "prometheus-node-exporter.service", "kind": "metrics",
+                           "group": "metrics"})
     execute = "/api/v1/execute?l=1&r=2"
     return {
         "node": node,

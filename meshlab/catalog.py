@@ -4,7 +4,8 @@ A service (one entry of ``mesh_catalog``; inventory/lab/group_vars/all/catalog.y
 documents each key):
 
     name, app, language, args, instances, port, sidecar_port, health_path   required
-    bind, env, upstreams, placement                                          optional
+    bind, env, upstreams, placement, admin_port, faults, versions, expose,
+    metrics_path                                                             optional
 """
 
 import re
@@ -15,7 +16,7 @@ APP_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 SCHEDULERS = ("systemd", "nomad")
 LANGUAGES = ("python", "node")
 REQUIRED = ("name", "app", "language", "args", "instances", "port", "sidecar_port", "health_path")
-OPTIONAL = ("bind", "env", "upstreams", "placement", "admin_port", "faults", "versions", "expose")
+OPTIONAL = ("bind", "env", "upstreams", "placement", "admin_port", "faults", "versions", "expose", "metrics_path")
 VERSION_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 # Caller-side policy of one upstream (the frontend's client; apps/README.md), as <PREFIX>_<KEY> variables.
 POLICY_KEYS = ("timeout_ms", "attempt_timeout_ms", "retries", "retry_backoff_ms", "retry_budget_percent",
@@ -56,9 +57,10 @@ def _service_errors(svc, where):
         errors.append(f"{where}: instances is {instances}: at most 254 (each instance's upstream listeners get 127.0.0.<n>)")
     if "args" in svc and not (isinstance(svc["args"], list) and all(isinstance(a, str) for a in svc["args"])):
         errors.append(f"{where}: args must be a list of strings (the argv after the interpreter)")
-    health = svc.get("health_path")
-    if health and not str(health).startswith("/"):
-        errors.append(f"{where}: health_path '{health}' must start with '/'")
+    for key in ("health_path", "metrics_path"):
+        path = svc.get(key)
+        if path and not str(path).startswith("/"):
+            errors.append(f"{where}: {key} '{path}' must start with '/'")
     for key in ("port", "sidecar_port", "admin_port"):
         if key in svc and not is_port(svc[key]):
             errors.append(f"{where}: {key} {svc[key]!r} is not a TCP port (1-65535)")

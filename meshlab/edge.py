@@ -26,6 +26,9 @@ What the edge does with the exposed service (at most one: the edge's port serves
 
 from .model import EDGE
 
+# The stats port's readiness answer (HAProxy's monitor-uri): Consul's check of the edge asks it.
+READY_PATH = "/ready"
+
 DEFAULTS = {
     "port": 8080,
     "stats_port": 8404,
@@ -235,6 +238,9 @@ def config(edge_plan):
     lines.append(f"    http-request return status 429 content-type application/json hdr Retry-After {o['rate_period_s']} "
                  f"string {_q(body)} if {{ sc_gpc0_rate(0) ge {o['rate_limit']} }}")
     lines.append("    http-request sc-inc-gpc0(0)" + (" unless rate_exempt" if o["rate_exempt"] else ""))
+    # The services' own metrics are Prometheus' (through the mesh), not the public's.
+    lines.append("    http-request return status 404 content-type application/json "
+                 "string '{\"error\": \"/metrics is not served at the edge\"}' if { path_beg /metrics }")
     backends = edge_plan["backends"]
     if not backends:
         lines.append("    http-request return status 404 content-type application/json "
@@ -280,6 +286,8 @@ def config(edge_plan):
         "frontend stats",
         f"    bind :{o['stats_port']}",
         "    no log",
+        # What Consul's check of the edge asks (a bare TCP check would count as a bad request at the edge).
+        f"    monitor-uri {READY_PATH}",
         "    http-request use-service prometheus-exporter if { path /metrics }",
         "    stats enable",
         "    stats uri /",

@@ -10,8 +10,14 @@
                  registration and the sidecar's argv
     nodes        node name -> address and the ids of the instances placed there
     apps         app directory -> language, services, installed path, revision
-    intentions   the allowed edges (each service may reach its upstreams)
+    intentions   the allowed edges (each service may reach its upstreams, the edge the exposed
+                 service, Prometheus every service with metrics_path)
     edge         the nodes that run the edge proxy (HAProxy, meshlab/edge.py) and its token file
+    metrics      the node that runs Prometheus (meshlab/metrics.py), its ports and token file
+                 ({} when the lab runs without metrics)
+
+``node_services(model, node, address)`` are the lab's own services on a node that Consul lists beside
+the workloads (the edge, the node exporter, Prometheus), so that Prometheus finds them there.
 
 Placement: a service without ``placement`` has its instances dealt round-robin
 over the workload nodes in inventory order, continuing from one service to the
@@ -51,6 +57,10 @@ DEFAULTS = {
     "edge_nodes": [],  # the nodes that run the edge (role edge)
     "edge_port": 8080,  # its public port
     "edge_stats_port": 8404,  # its stats page and Prometheus exporter
+    "metrics": True,  # Prometheus and a node exporter per node (meshlab/metrics.py)
+    "metrics_node": None,  # the node that runs Prometheus (None: the first Consul server)
+    "metrics_port": 9090,
+    "node_exporter_port": 9100,
 }
 
 
@@ -148,6 +158,10 @@ def registration(instance, settings):
             "connect": {
                 "sidecar_service": {
                     "address": instance["node_address"],
+                    # What Prometheus needs to scrape the app through this sidecar (meshlab/metrics.py).
+                    **({"meta": {"instance": instance["id"], "service": instance["service"],
+                                 "metrics_path": instance["metrics_path"], **({"version": version} if version else {})}}
+                       if instance.get("metrics_path") else {}),
                     # The version tag on the sidecar too: the edge finds a version's sidecars by tag (meshlab/edge.py).
                     "tags": [version] if version else [],
                     "port": instance["sidecar_port"],
@@ -185,12 +199,18 @@ def sidecar_argv(instance_ref, settings, token_ref=None):
 
 EDGE = "edge"
 """The edge's identity in the mesh (its certificate's service name; it may reach every exposed service)."""
+PROMETHEUS = "prometheus"
+"""Prometheus' identity in the mesh (it scrapes every service with metrics_path through its sidecar)."""
+NODE_EXPORTER = "node-exporter"
 
 
-def intentions(catalog):
-    """The edges the catalog declares: each service may reach its upstreams, the edge the exposed services."""
+def intentions(catalog, metrics=True):
+    """The edges the catalog declares: each service may reach its upstreams, the edge the exposed services,
+    Prometheus (with `metrics`) the services that serve metrics."""
     edges = {(svc["name"], up["service"]) for svc in catalog for up in svc.get("upstreams") or []}
     edges |= {(EDGE, svc["name"]) for svc in catalog if svc.get("expose")}
+    if metrics:
+        edges |= {(PROMETHEUS, svc["name"]) for svc in catalog if svc.get("metrics_path")}
     return [{"source": s, "destination": d, "action": "allow"} for s, d in sorted(edges)]
 
 
@@ -279,6 +299,7 @@ def build(catalog, nodes, settings=None):
                 "workdir": svc["dir"],
                 "env": env,
                 "health_path": svc["health_path"],
+                "metrics_path": svc.get("metrics_path"),
                 "upstreams": list(svc["upstreams"]),
                 "upstream_address": upstream_address(i + 1),
                 "units": unit_names(iid),
@@ -309,11 +330,53 @@ def build(catalog, nodes, settings=None):
             for app in revisions
         },
         "runtimes": {lang: RUNTIMES[lang]["packages"] for lang in sorted({s["language"] for s in services})},
-        "intentions": intentions(catalog),
+        "intentions": intentions(catalog, bool(settings["metrics"])),
         # The edge (meshlab/edge.py): where it runs, and the file with its ACL token on those nodes.
         "edge": {"nodes": [n for n in settings["edge_nodes"] if n in address], "port": settings["edge_port"],
                  "stats_port": settings["edge_stats_port"], "token_file": token_file(EDGE, settings)},
+        "metrics": _metrics(settings, address),
     }
+
+
+def _metrics(settings, address):
+    """Where Prometheus runs (a workload node: the first that is a Consul server by default), the nodes with a node
+    exporter (every workload node) and the Consul servers (Prometheus scrapes their HTTPS API)."""
+    if not settings["metrics"]:
+        return {}
+    servers = list((settings["groups"] or {}).get("consul_servers") or [])
+    nodes = list(address)
+    node = settings["metrics_node"] or next((n for n in nodes if n in servers), nodes[0])
+    if node not in nodes:
+        raise ModelError(f"mesh_metrics_node '{node}' is not a workload node: pick one of {', '.join(nodes)}")
+    return {"node": node, "port": settings["metrics_port"], "node_exporter_port": settings["node_exporter_port"],
+            "agents": nodes, "servers": servers, "token_file": token_file(PROMETHEUS, settings)}
+
+
+def node_services(model, node, address):
+    """[{id, secret, registration}] of the lab's own services on `node` (at `address`): the edge on an edge node, a
+    node exporter on every workload node, Prometheus on its node; `secret` names the ACL token that
+    registers each one (meshlab/acl.py). Checks are TCP: Consul only needs to know that each one listens."""
+    settings = model["settings"]
+    found = []
+
+    def add(name, port, secret, meta=None, check=None):
+        check = check or {"name": f"{name} listening", "tcp": f"{address}:{port}"}
+        service = {"id": name, "name": name, "address": address, "port": port, "meta": meta or {},
+                   "check": {"id": f"{name}-check", **check,
+                             "interval": settings["check_interval"], "timeout": settings["check_timeout"]}}
+        found.append({"id": name, "secret": secret, "registration": {"service": service}})
+
+    edge = model["edge"]
+    if node in edge["nodes"]:
+        # HTTP on the stats port: a bare TCP check on the public port would count as a bad request there.
+        add(EDGE, edge["port"], "consul/edge", {"metrics_port": str(edge["stats_port"])},
+            {"name": "edge ready", "http": f"http://{address}:{edge['stats_port']}/ready"})
+    metrics = model.get("metrics") or {}
+    if metrics and node in metrics["agents"]:
+        add(NODE_EXPORTER, metrics["node_exporter_port"], f"consul/{NODE_EXPORTER}")
+    if metrics and node == metrics["node"]:
+        add(PROMETHEUS, metrics["port"], f"consul/{PROMETHEUS}")
+    return found
 
 
 def on_node(model, node):

@@ -48,6 +48,8 @@ def test_the_config_routes_splits_limits_and_checks(plan):
     assert "ssl crt /etc/haproxy/mesh/edge.pem ca-file /etc/haproxy/mesh/connect-ca.pem verify required" in cfg
     assert "observe layer7 error-limit 5 on-error mark-down" in cfg
     assert "http-check send meth GET uri /health" in cfg
+    assert "if { path_beg /metrics }" in cfg  # the services' metrics are not public
+    assert f"monitor-uri {edge.READY_PATH}" in cfg  # Consul's check of the edge
     assert "http-request return status 429" in cfg and "Retry-After 1" in cfg
     # The limit counts the requests let through: the check comes before the count.
     assert cfg.index("sc_gpc0_rate(0) ge 50") < cfg.index("http-request sc-inc-gpc0(0)")

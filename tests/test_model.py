@@ -152,7 +152,11 @@ def test_intentions_are_the_declared_edges(model):
     assert model["intentions"] == [
         {"source": "edge", "destination": "frontend", "action": "allow"},
         {"source": "frontend", "destination": "add-svc", "action": "allow"},
-        {"source": "frontend", "destination": "sub-svc", "action": "allow"}]
+        {"source": "frontend", "destination": "sub-svc", "action": "allow"},
+        # Prometheus scrapes every service with metrics_path through its sidecar.
+        {"source": "prometheus", "destination": "add-svc", "action": "allow"},
+        {"source": "prometheus", "destination": "frontend", "action": "allow"},
+        {"source": "prometheus", "destination": "sub-svc", "action": "allow"}]
 
 
 def test_the_model_is_json(model):

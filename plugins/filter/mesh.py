@@ -4,7 +4,7 @@ Every filter here only forwards to meshlab, so that playbooks, roles, tests,
 bench/ and scripts/ derive each fact from the same code.
 """
 
-from meshlab import acl, apps, bench, catalog, edge, model, nomad, profile, secrets
+from meshlab import acl, apps, bench, catalog, edge, metrics, model, nomad, profile, secrets
 
 
 def mesh_lab_model(mesh_catalog, node_names, node_addresses, settings):
@@ -47,6 +47,20 @@ def mesh_edge_problems(lab_model, options):
     return edge.problems(lab_model, options)
 
 
+def mesh_metrics_plan(lab_model, options):
+    """meshlab.metrics.plan: what Prometheus scrapes and where it runs (raises with the option to fix)."""
+    return metrics.plan(lab_model, options)
+
+
+def mesh_metrics_problems(lab_model, options):
+    return metrics.problems(lab_model, options)
+
+
+def mesh_node_services(lab_model, node, address):
+    """meshlab.model.node_services: the lab's own services on `node`, with the secret name of each one's token."""
+    return model.node_services(lab_model, node, address)
+
+
 class FilterModule:
     """Ansible entry point."""
 
@@ -64,6 +78,11 @@ class FilterModule:
             "mesh_edge_problems": mesh_edge_problems,
             "mesh_edge_config": edge.config,
             "mesh_edge_split": edge.split,
+            "mesh_metrics_plan": mesh_metrics_plan,
+            "mesh_metrics_problems": mesh_metrics_problems,
+            "mesh_metrics_config": metrics.config,
+            "mesh_metrics_targets": metrics.expected_targets,
+            "mesh_node_services": mesh_node_services,
             "mesh_acl_policies": acl.policies,
             "mesh_acl_tokens": acl.tokens,
             "mesh_acl_workload_tokens": acl.workload_tokens,

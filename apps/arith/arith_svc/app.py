@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import faults as fault_injection
 from .config import ACCESS_LOG_MODES, OPERATIONS
+from .metrics import Metrics
 
 #: Operands must satisfy ``abs(v) <= MAX_ABS_OPERAND`` (10**15). Results can
 #: therefore reach 2 * 10**15, still well inside IEEE-754 safe integers
@@ -25,6 +26,10 @@ MAX_ABS_OPERAND = 10**15
 
 # ASCII only: Python's int() and str.isdigit() would also accept "١٢" or "²".
 _INTEGER_RE = re.compile(r"[+-]?[0-9]+", re.ASCII)
+
+
+# The methods the metrics name (any other counts as "other": a label keeps a bounded number of values).
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE"})
 
 
 class InvalidOperand(ValueError):
@@ -80,6 +85,7 @@ def create_app(op: str, instance_id: str, admin_port: int = 0, faults: fault_inj
     compute = OPERATIONS[op]
     state = faults or fault_injection.FaultState(None)
 
+    metrics = Metrics(instance_id)
     app = Flask(__name__)
     app.json.sort_keys = False
 
@@ -122,6 +128,11 @@ def create_app(op: str, instance_id: str, admin_port: int = 0, faults: fault_inj
     def health():
         return jsonify(status="ok", instance=instance_id, op=op, faults=state.get())
 
+    @app.get("/metrics")
+    def prometheus_metrics():
+        body, content_type = metrics.render()
+        return Response(body, content_type=content_type)
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         # Keep the status and headers (e.g. Allow on 405) but replace the HTML body.
@@ -150,21 +161,27 @@ def create_app(op: str, instance_id: str, admin_port: int = 0, faults: fault_inj
         g.started = time.monotonic()
 
     @app.after_request
-    def tag_and_log(response: Response) -> Response:
+    def tag_count_and_log(response: Response) -> Response:
         # after_request also runs for responses produced by the error handlers above.
         response.headers["X-Instance-Id"] = instance_id
+        elapsed = time.monotonic() - g.get("started", time.monotonic())
+        # The matched rule; a known path with the wrong method (405) keeps its route, unknown paths are "other".
+        rule = request.url_rule
+        route = rule.rule if rule is not None else request.path if request.path in known_routes else "other"
+        method = request.method if request.method in _METHODS else "other"
+        metrics.observe(route, method, response.status_code, elapsed)
         if response.status_code < min_status:
             return response
-        started = g.get("started", time.monotonic())
         _write_log_line(
             {
                 "instance": instance_id,
                 "method": request.method,
                 "path": request.path,
                 "status": response.status_code,
-                "duration_ms": round((time.monotonic() - started) * 1000, 3),
+                "duration_ms": round(elapsed * 1000, 3),
             }
         )
         return response
 
+    known_routes = frozenset(rule.rule for rule in app.url_map.iter_rules())
     return app

@@ -43,6 +43,8 @@ _FLAGS = {
     "admin_port": ("APP_ADMIN_PORT", "admin endpoint port on 127.0.0.1 (/admin/faults); 0, the default: none"),
     "access_log": ("ACCESS_LOG", "JSON line per request on stdout: all (default), errors (status >= 400) or off"),
 }
+# prometheus-client's multi-process mode (metrics.py): the directory where each worker writes its counts.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # ACCESS_LOG mode -> lowest status that gets a line.
 ACCESS_LOG_MODES = {"all": 0, "errors": 400, "off": 1000}
 # Initial faults (off by default), environment only; the admin endpoint changes them at run time.

@@ -8,7 +8,8 @@ that cost. Layout of one instance:
     workers        `workers` processes serving the service port, each running the Flask app on up to
                    `threads` threads (a latency fault sleeps in one of them, not in the event loop),
                    and, when APP_ADMIN_PORT is set, the admin endpoint (/admin/faults) on 127.0.0.1 in a
-                   thread; the workers share that port (SO_REUSEPORT) and the faults file
+                   thread; the workers share that port (SO_REUSEPORT) and the faults file; with more
+                   than one worker, also a directory of metrics files (metrics.py), made empty at start
 
 The workers are new interpreters (granian spawns them): they rebuild the app from the settings the main
 process resolved, passed in ARITH_SVC_SETTINGS.
@@ -20,6 +21,7 @@ import ctypes
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -30,7 +32,7 @@ from granian.http import HTTP1Settings
 from granian.server import Server
 
 from . import faults as fault_injection
-from .config import Settings
+from .config import MULTIPROC_ENV, Settings
 
 SETTINGS_ENV = "ARITH_SVC_SETTINGS"
 # granian's own messages (start, stop, worker restarts) go to stderr: stdout is the app's JSON access log.
@@ -113,4 +115,16 @@ class ArithServer:
 
     def run(self) -> None:
         os.environ[SETTINGS_ENV] = json.dumps(dataclasses.asdict(self.settings))
-        Server(**granian_options(self.settings)).serve()
+        if self.settings.workers > 1:
+            # prometheus-client's multi-process mode, chosen when a worker imports it (this process never imports
+            # it, so the choice is the workers' however they are started): a fresh directory per start, so that
+            # counters begin at 0 with the instance (the unit's private /tmp in the lab), removed at the end.
+            metrics_dir = os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix=f"arith-metrics-{self.settings.port}-")
+        else:
+            metrics_dir = None
+            os.environ.pop(MULTIPROC_ENV, None)
+        try:
+            Server(**granian_options(self.settings)).serve()
+        finally:
+            if metrics_dir:
+                shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -3,8 +3,10 @@
 import json
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from arith_svc.app import MAX_ABS_OPERAND, create_app
+from arith_svc.faults import FaultState
 
 EXECUTE = "/api/v1/execute"
 
@@ -147,3 +149,49 @@ def test_unknown_access_log_mode_is_rejected():
 def test_unknown_op_is_rejected():
     with pytest.raises(ValueError):
         create_app("mul", "t")
+
+
+def _samples(client, name):
+    """{(route, method, status): value} of one metric family on GET /metrics, every sample's instance_id checked."""
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.mimetype == "text/plain"
+    found = {}
+    for family in text_string_to_metric_families(response.get_data(as_text=True)):
+        for sample in family.samples:
+            if sample.name == name:
+                assert sample.labels["instance_id"] == "add-test-1"
+                found[(sample.labels["route"], sample.labels["method"], sample.labels["status"])] = sample.value
+    return found
+
+
+def test_metrics_count_every_request_by_route_method_and_status(add_client):
+    for query in ("l=1&r=2", "l=3&r=4", "l=x&r=2"):
+        add_client.get(f"{EXECUTE}?{query}")
+    add_client.get("/health")
+    add_client.get("/missing")
+    add_client.post(EXECUTE)
+    counts = _samples(add_client, "http_requests_total")
+    # The scrape itself is counted after it is answered: it shows in the next one.
+    assert counts == {(EXECUTE, "GET", "200"): 2, (EXECUTE, "GET", "400"): 1, ("/health", "GET", "200"): 1,
+                      ("other", "GET", "404"): 1, (EXECUTE, "POST", "405"): 1}
+    assert _samples(add_client, "http_requests_total")[("/metrics", "GET", "200")] == 1
+    # The histogram saw the same requests; a fault's delay shows in its sum.
+    assert _samples(add_client, "http_request_duration_seconds_count")[(EXECUTE, "GET", "200")] == 2
+
+
+def test_latency_histogram_sees_an_injected_delay():
+    client = create_app("add", "add-test-1", faults=FaultState(None, {"latency_ms": 50})).test_client()
+    client.get(f"{EXECUTE}?l=1&r=2")
+    assert 0.05 <= _samples(client, "http_request_duration_seconds_sum")[(EXECUTE, "GET", "200")] < 1.0
+    buckets = {}
+    for family in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True)):
+        for sample in family.samples:
+            if sample.name == "http_request_duration_seconds_bucket" and sample.labels["route"] == EXECUTE:
+                buckets[float(sample.labels["le"])] = sample.value
+    assert buckets[0.025] == 0 and buckets[0.1] == 1
+
+
+def test_metrics_are_not_served_on_the_admin_port():
+    client = create_app("add", "add-test-1", admin_port=19001).test_client()
+    assert client.get("/metrics", environ_overrides={"SERVER_PORT": "19001"}).status_code == 404
+    assert client.get("/metrics").status_code == 200

@@ -75,3 +75,34 @@ def test_real_server_serves_logs_and_stops_on_sigterm(sub_server):
     execute_records = [r for r in records if r["path"] == "/api/v1/execute"]
     assert [r["status"] for r in execute_records] == [200, 400]
     assert all(r["instance"] == "sub-e2e" and r["method"] == "GET" for r in records)
+
+
+def test_two_workers_count_requests_together(tmp_path):
+    """Several granian workers: each counts in its own file (multi-process mode), /metrics adds them up."""
+    port = free_port()
+    env = {**os.environ, "APP_BIND": "127.0.0.1", "APP_PORT": str(port), "INSTANCE_ID": "add-mp",
+           "TMPDIR": str(tmp_path), "ACCESS_LOG": "off"}
+    process = subprocess.Popen([sys.executable, "-m", "arith_svc", "--op", "add", "--workers", "2"],
+                               cwd=PROJECT_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for_health(f"{base}/health", process)
+        before = _execute_count(base)
+        for i in range(60):  # a new connection each: the kernel deals them to both workers
+            assert requests.get(f"{base}/api/v1/execute", params={"l": i, "r": 1}, timeout=5).status_code == 200
+        [metrics_dir] = tmp_path.glob("arith-metrics-*")
+        writers = {f.stem.rsplit("_", 1)[1] for f in metrics_dir.glob("counter_*.db")}
+        print(f"counter files of {len(writers)} worker(s): {sorted(writers)}")
+        assert len(writers) == 2
+        assert _execute_count(base) - before == 60
+    finally:
+        process.kill()
+        process.communicate(timeout=10)
+
+
+def _execute_count(base):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"{base}/metrics", timeout=5).text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "http_requests_total" and s.labels["route"] == "/api/v1/execute" and s.labels["status"] == "200")

@@ -3,7 +3,8 @@
  * HTTP server of the calculator frontend:
  *   POST /api/v1/compute  {"expression": "1+2-3"} -> {"result": 0, "calls": [...]}
  *   GET  /health          status, and per upstream its breaker state and call counters
- * Every response is JSON and carries X-Instance-Id; one JSON access-log line
+ *   GET  /metrics         Prometheus metrics (metrics.js): requests, upstream calls, retries, breakers
+ * Every response but /metrics is JSON; every one carries X-Instance-Id; one JSON access-log line
  * is written per request.
  *
  * Admin endpoint, on 127.0.0.1:APP_ADMIN_PORT only (never through the mesh):
@@ -16,6 +17,7 @@ const { parseExpression, ParseError } = require('./parser');
 const { evaluate } = require('./calculator');
 const { UpstreamClient, UpstreamError } = require('./upstream');
 const { validateFaults, drawFault, isActive, FaultError, NONE } = require('./faults');
+const { Metrics } = require('./metrics');
 
 const MAX_BODY_BYTES = 16 * 1024;
 
@@ -34,12 +36,21 @@ function writeLogLine(record) {
   process.stdout.write(`${JSON.stringify(record)}\n`);
 }
 
+/** A handler's answer that is sent as it is, not as JSON (the metrics' text format). */
+class RawBody {
+  constructor(contentType, text) {
+    this.contentType = contentType;
+    this.text = text;
+  }
+}
+
 function sendJson(res, status, body, headers = {}) {
   if (res.headersSent || res.destroyed) return;
-  const payload = `${JSON.stringify(body)}\n`;
+  const raw = body instanceof RawBody;
+  const payload = raw ? body.text : `${JSON.stringify(body)}\n`;
   res.writeHead(status, {
     ...headers,
-    'Content-Type': 'application/json',
+    'Content-Type': raw ? body.contentType : 'application/json',
     'Content-Length': Buffer.byteLength(payload),
   });
   res.end(payload);
@@ -126,6 +137,7 @@ function createApp(config, { log = writeLogLine } = {}) {
   };
   let closing = false;
   let faults = validateFaults(config.faults || {});
+  let metrics = null; // made below, once the routes are known
 
   // A handler resolves to [status, body]; errors are mapped by errorResponse().
   const routes = {
@@ -153,6 +165,12 @@ function createApp(config, { log = writeLogLine } = {}) {
     },
   };
   routes['/health'].HEAD = routes['/health'].GET;
+  routes['/metrics'] = {
+    GET: async () => {
+      const { contentType, text } = await metrics.render();
+      return [200, new RawBody(contentType, text)];
+    },
+  };
 
   const readJson = async (req) => {
     try {
@@ -190,6 +208,9 @@ function createApp(config, { log = writeLogLine } = {}) {
     },
   };
 
+  metrics = new Metrics(config.instanceId, [...Object.keys(routes), ...Object.keys(adminRoutes)]);
+  for (const client of Object.values(clients)) client.observer = metrics.upstream(client);
+
   async function dispatch(req, path, table = routes) {
     const methods = table[path];
     if (!methods) throw new HttpError(404, `no route for ${path}`);
@@ -208,12 +229,14 @@ function createApp(config, { log = writeLogLine } = {}) {
     const path = req.url.split('?')[0];
     res.once('close', () => {
       const elapsedMs = Number(process.hrtime.bigint() - started) / 1e6;
+      // 499 (nginx's convention): the client went away before the response was sent.
+      const status = res.writableFinished ? res.statusCode : 499;
+      metrics.request(path, req.method, status, elapsedMs / 1000);
       log({
         instance: config.instanceId,
         method: req.method,
         path,
-        // 499 (nginx's convention): the client went away before the response was sent.
-        status: res.writableFinished ? res.statusCode : 499,
+        status,
         duration_ms: Math.round(elapsedMs * 1000) / 1000,
       });
     });

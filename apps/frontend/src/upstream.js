@@ -40,6 +40,7 @@ const {
   wrap,
 } = require('cockatiel');
 const { BoundedAgent, INSTANCE, UNKNOWN_INSTANCE } = require('./pool');
+const { NO_OBSERVER } = require('./metrics');
 
 // How long an instance that answered 5xx or too late stays out of the connection pool.
 const EJECT_MS = 5000;
@@ -118,6 +119,8 @@ class UpstreamClient {
     this.agent = new BoundedAgent(pool);
     this.budget = new RetryBudget(retryBudget);
     this.stats = { calls: 0, attempts: 0, retries: 0, late_answers_used: 0, failures: 0, rejected: 0, budget_exhausted: 0 };
+    // Who counts the calls, attempts and retries for /metrics (app.js sets it: Metrics.upstream()).
+    this.observer = NO_OBSERVER;
 
     // The breaker counts calls that failed after their retries; a rejected operand (422) is no failure.
     this.breaker = circuitBreaker(handleWhen((err) => !(err instanceof UpstreamError && err.status === 422)), {
@@ -133,6 +136,7 @@ class UpstreamClient {
     );
     this.retry.onRetry(() => {
       this.stats.retries += 1;
+      this.observer.retry();
     });
     // abortOnReturn off: aborting every finished attempt's signal costs a DOMException per call (a tenth of
     // the frontend's CPU); the one attempt that can still be running when the call returns (beaten by a late
@@ -167,6 +171,8 @@ class UpstreamClient {
     const url = `${this.baseUrl}/api/v1/execute?l=${encodeURIComponent(l)}&r=${encodeURIComponent(r)}`;
     this.stats.calls += 1;
     this.budget.recordCall();
+    const started = process.hrtime.bigint();
+    const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
     const deadline = AbortSignal.timeout(this.timeoutMs);
     let attempts = 0;
     // The first good late answer of an attempt that timed out: it completes the call (hedging).
@@ -189,6 +195,7 @@ class UpstreamClient {
       if (lateResult) return lateResult;
       attempts += 1;
       this.stats.attempts += 1;
+      this.observer.attempt();
       const hedge = { onLate, over: () => lateResult !== null, cancel: null };
       const own = this.#request(url, signal, hedge).then((answer) => this.#interpret(answer));
       return Promise.race([own, lateWin.then((result) => {
@@ -200,10 +207,13 @@ class UpstreamClient {
       const answer = this.resilience
         ? await this.policy.execute(({ signal }) => attempt(signal), deadline)
         : await attempt(deadline);
+      this.observer.call(answer.instance, 'ok', seconds());
       return { ...answer, attempts, breaker: this.breakerState };
     } catch (err) {
       this.stats.failures += 1;
-      throw this.#toUpstreamError(err, deadline);
+      const failure = this.#toUpstreamError(err, deadline);
+      this.observer.call(null, String(failure.status), seconds());
+      throw failure;
     }
   }
 

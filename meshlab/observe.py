@@ -1,0 +1,135 @@
+"""Looking at the lab from the controller: Prometheus' API, and the dashboard and the Consul UI in a headless browser.
+
+The metrics tests (molecule/*/tests) and `make screenshots` / `make dashboard` (scripts/lab) use it. Only for
+the lab's own nodes and loopback. The browser is Debian's Chromium driven by Playwright (its Python package,
+pinned in requirements.txt; it never downloads a browser of its own here).
+"""
+
+import json
+import os
+import time
+from datetime import datetime
+import urllib.parse
+import urllib.request
+
+CHROMIUM = os.environ.get("MESH_CHROMIUM", "/usr/bin/chromium")
+# What Chromium needs in a container or CI machine without a screen and with a closed network.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+DASHBOARD_PATH = "/consoles/mesh.html"
+
+
+class Prometheus:
+    """Prometheus' HTTP API at `url` (http://<node>:<port>)."""
+
+    def __init__(self, url):
+        self.url = url.rstrip("/")
+
+    def _get(self, path, **params):
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        with urllib.request.urlopen(f"{self.url}{path}{query}", timeout=10) as resp:
+            answer = json.load(resp)
+        if answer.get("status") != "success":
+            raise RuntimeError(f"Prometheus {path}: {answer}")
+        return answer["data"]
+
+    def targets(self):
+        """[{job, instance, health, last_scrape (s since epoch), error, labels}] of the active targets."""
+        found = []
+        for t in self._get("/api/v1/targets", state="active")["activeTargets"]:
+            scraped = t.get("lastScrape", "")
+            found.append({"job": t["labels"].get("job"), "instance": t["labels"].get("instance"), "health": t["health"],
+                          "last_scrape": _epoch(scraped), "error": t.get("lastError", ""), "labels": t["labels"],
+                          "url": t.get("scrapeUrl", "")})
+        return found
+
+    def query(self, expr):
+        """{labels-tuple: value} of an instant vector (labels as sorted (name, value) pairs)."""
+        result = self._get("/api/v1/query", query=expr)["result"]
+        return {tuple(sorted(r["metric"].items())): float(r["value"][1]) for r in result}
+
+    def value(self, expr):
+        """The sum of an instant vector (0 when it is empty)."""
+        return sum(self.query(expr).values())
+
+    def wait_for_scrapes_after(self, moment, jobs, timeout=30.0):
+        """Wait until every target of `jobs` has been scraped after `moment` (time.time()), and Prometheus has the
+        samples; returns the targets."""
+        deadline = time.time() + timeout
+        while True:
+            targets = [t for t in self.targets() if t["job"] in jobs]
+            if targets and all(t["last_scrape"] > moment for t in targets):
+                time.sleep(1.0)  # the scrape that started after `moment` has been appended
+                return targets
+            if time.time() > deadline:
+                raise AssertionError(f"targets of {jobs} not scraped after {moment:.1f}: "
+                                     f"{[(t['instance'], t['last_scrape']) for t in targets]}")
+            time.sleep(0.5)
+
+
+def _epoch(rfc3339):
+    """Seconds since the epoch of Prometheus' timestamps (2026-12-01T08:00:00.123456789Z); 0 for none."""
+    if not rfc3339 or rfc3339.startswith("0001"):
+        return 0.0
+    text = rfc3339.replace("Z", "+00:00")
+    head, dot, rest = text.partition(".")
+    if dot:  # at most microseconds for fromisoformat
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        text = f"{head}.{rest[:min(digits, 6)]:0<6}{rest[digits:]}"
+    return datetime.fromisoformat(text).timestamp()
+
+
+def browser(playwright):
+    """Debian's Chromium, headless, through Playwright."""
+    if not os.path.exists(CHROMIUM):
+        raise RuntimeError(f"{CHROMIUM} is missing: `make bootstrap` installs Debian's chromium package")
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+# Run in the page: each dashboard panel's title, its legend's series, and whether it shows an error instead.
+_PANELS_JS = """() => [...document.querySelectorAll('.mesh-panel')].map(p => ({
+  panel: p.dataset.panel,
+  title: (p.querySelector('h3') || {}).textContent || '',
+  series: [...p.querySelectorAll('.rickshaw_legend li .label')].map(l => l.textContent),
+  paths: p.querySelectorAll('svg path').length,
+  error: (p.querySelector('.prom_graph_error') || {}).textContent || '',
+}))"""
+
+
+def dashboard(page, url, timeout_s=30.0):
+    """Open the dashboard at `url` (Prometheus' address) in `page`; wait until every panel has drawn its series or
+    shown an error; returns [{panel, title, series, paths, error}]."""
+    page.goto(url.rstrip("/") + DASHBOARD_PATH, wait_until="load")
+    deadline = time.time() + timeout_s
+    while True:
+        panels = page.evaluate(_PANELS_JS)
+        if panels and all(p["series"] or p["error"] for p in panels):
+            return panels
+        if time.time() > deadline:
+            return panels
+        page.wait_for_timeout(500)
+
+
+def screenshot(page, path):
+    """A full-page PNG of `page` at `path` (its directory made); the dashboard's time control, fixed at the bottom
+    of the window, is put back in the page's flow so that it does not cover a panel."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    page.add_style_tag(content=".prom_graph_timecontrol { position: static !important; }")
+    page.screenshot(path=path, full_page=True)
+    return path
+
+
+def consul_services(page, url, names, timeout_s=30.0):
+    """Open the Consul UI's services page at `url` (https://<server>:<https port>) in `page`; wait until the list
+    names every service in `names` (or the timeout); returns the service names the page lists."""
+    page.goto(url.rstrip("/") + "/ui/", wait_until="load")
+    deadline = time.time() + timeout_s
+    listed = []
+    while time.time() < deadline:
+        listed = page.evaluate("""() => [...document.querySelectorAll(
+            '[data-test-service-name], .consul-service-list li a, ul[data-test-list] li a, table tbody tr td:first-child a'
+          )].map(e => e.textContent.trim().split(/\\s+/)[0]).filter(Boolean)""")
+        if set(names) <= set(listed):
+            break
+        page.wait_for_timeout(500)
+    return sorted(set(listed))
