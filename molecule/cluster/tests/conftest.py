@@ -25,12 +25,6 @@ DETECTION_WINDOW_S = 10
 RATE, DURATION_S = 20, 50
 
 
-
-
-
-
-
-
 class Cluster:
     """The scenario's nodes: podman containers named after their inventory hosts."""
 

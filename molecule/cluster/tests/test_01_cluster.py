@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import time
 from collections import Counter
 
 import pytest
@@ -141,3 +142,30 @@ def test_gossip_and_rpc_are_encrypted_between_nodes(cluster):
         self_ = cluster.consul(node, "/v1/agent/self")
         assert self_["Config"]["Server"] is True
         assert cluster.consul(node, "/v1/agent/self", token="") is None  # agent endpoints need a token
+
+
+def test_prometheus_scrapes_every_node_s_parts(cluster):
+    """Prometheus on one node finds in Consul and scrapes every instance on all three nodes (through their sidecars,
+    mTLS across nodes), all three servers, every node's exporter and edge; each app series names its instance."""
+    from meshlab import metrics
+    from meshlab.observe import Prometheus
+
+    plan = metrics.plan(cluster.model, {})
+    prom = Prometheus(f"http://{cluster.address(plan['node'])}:{plan['port']}")
+    expected = metrics.expected_targets(plan)
+    deadline = time.monotonic() + 90
+    while True:
+        targets = prom.targets()
+        health = {(t["job"], t["instance"]): t["health"] for t in targets}
+        if all(health.get(e) == "up" for e in expected) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    for t in sorted(targets, key=lambda t: (t["job"], t["instance"])):
+        print(f"  {t['job']:<10} {t['instance']:<12} {t['health']:<5} {t['url']} {t['error']}")
+    assert sorted(health) == expected and set(health.values()) == {"up"}
+    # Instances on the other nodes are scraped at their node's address, through their sidecar.
+    remote = [i for i in cluster.model["instances"] if i["node"] != plan["node"] and i["id"] in plan["instances"]]
+    urls = {t["instance"]: t["url"] for t in targets if t["job"] == "mesh"}
+    assert remote and all(urls[i["id"]] == f"https://{i['node_address']}:{i['sidecar_port']}/metrics" for i in remote)
+    ids = prom.query("count by (instance_id) (http_requests_total{job='mesh'})")
+    assert sorted(dict(k)["instance_id"] for k in ids) == sorted(plan["instances"])

@@ -27,12 +27,6 @@ systemd_only = pytest.mark.skipif(
 )
 
 
-
-
-
-
-
-
 @pytest.fixture(scope="session")
 def host(model):
     """The scenario's one node, reached with `podman exec` (testinfra's ansible:// backend would run a
