@@ -109,6 +109,20 @@ def mesh(host, model, management_token):
 
 
 @pytest.fixture(scope="session")
+def prom(model):
+    """Prometheus' API on its node (meshlab.observe.Prometheus), asked from the controller."""
+    from meshlab.observe import Prometheus
+
+    where = model["metrics"]
+    return Prometheus(f"http://{model['nodes'][where['node']]['address']}:{where['port']}")
+
+
+def scrape_health(prom):
+    """{(job, instance): health} of Prometheus' active targets."""
+    return {(t["job"], t["instance"]): t["health"] for t in prom.targets()}
+
+
+@pytest.fixture(scope="session")
 def seed():
     return {"expression": SEED_EXPRESSION, "result": SEED_RESULT,
             "ops": [c for c in SEED_EXPRESSION if c in "+-"]}

@@ -17,7 +17,7 @@ from collections import Counter
 import pytest
 import yaml
 
-from conftest import instances_of, run_playbook, systemd_only
+from conftest import instances_of, run_playbook, scrape_health, systemd_only
 from meshlab.testing import BoundedLoad, load_summary
 
 pytestmark = systemd_only
@@ -117,10 +117,11 @@ def test_the_edge_serves_exactly_the_passing_frontend_instances(edge, mesh, mode
         assert f'haproxy_backend_active_servers{{proxy="{backend}"}} {count}' in metrics, (backend, count)
 
 
-def test_a_new_instance_is_served_without_an_edge_reload(host, edge, mesh, model, inventory, tmp_path, seed):
+def test_a_new_instance_is_served_without_an_edge_reload(host, edge, mesh, model, inventory, tmp_path, seed, prom):
     """One more canary (the last version, so no instance changes version) through the catalog: the edge's workers
     stay the same processes (no reload), and the new instance's sidecar appears in its backend from DNS, then
-    leaves again."""
+    leaves again. Prometheus (README "See it") scrapes the new instance with its prometheus.yml unchanged, and
+    drops it when it leaves: checked in this same catalog round trip, which costs two playbook runs."""
     catalog = []
     for svc in model["catalog"]:
         if svc["name"] == "frontend":
@@ -130,7 +131,9 @@ def test_a_new_instance_is_served_without_an_edge_reload(host, edge, mesh, model
         catalog.append(svc)
     extra = tmp_path / "catalog.yml"
     extra.write_text(yaml.safe_dump({"mesh_catalog": catalog}))
+    new = ("mesh", f"frontend-{len(instances_of(model, 'frontend')) + 1}")
     before, workers = _master_pid(host), _worker_pids(host)
+    config = host.check_output("sha256sum /etc/prometheus/prometheus.yml")
     try:
         rc, out = run_playbook(inventory, "playbooks/workloads.yml", f"@{extra}")
         assert rc == 0, out[-3000:]
@@ -139,10 +142,15 @@ def test_a_new_instance_is_served_without_an_edge_reload(host, edge, mesh, model
         print(f"after adding an instance: {_servers(edge)}; haproxy workers {workers} -> {_worker_pids(host)}")
         assert grown, f"the new instance is not in the edge: {_servers(edge)} vs {_passing_sidecars(mesh)}"
         assert (_master_pid(host), _worker_pids(host)) == (before, workers), "the edge was reloaded or restarted"
+        scraped = _wait("new instance scraped", lambda: scrape_health(prom).get(new) == "up")
+        print(f"Prometheus: {new[1]} scraped and up: {scraped}; prometheus.yml unchanged: "
+              f"{host.check_output('sha256sum /etc/prometheus/prometheus.yml') == config}")
+        assert scraped and host.check_output("sha256sum /etc/prometheus/prometheus.yml") == config
     finally:
         rc, out = run_playbook(inventory, "playbooks/workloads.yml")
     assert rc == 0, out[-3000:]
     assert _wait("back", lambda: _edge_matches_consul(edge, mesh)) and len(_servers(edge)) == len(instances_of(model, "frontend"))
+    assert _wait("unscraped", lambda: new not in scrape_health(prom)), "Prometheus still scrapes the removed instance"
 
 
 def test_rate_limit_answers_429_with_json_and_retry_after(edge, model):
