@@ -85,9 +85,12 @@ def plan(model, options=None):
 
     # Without a proxy nothing balances: the direct path calls the first instance of each upstream on this node.
     direct_upstreams = {up["env"]: f"http://{LOOPBACK}:{first_here(up['service'])['port']}" for up in front["upstreams"]}
+    # One instance per upstream: the pool's re-deal (a connection retires after UPSTREAM_REROLL_REQUESTS while
+    # it reaches one instance only) would reach no other; off, so the direct path keeps its connections as a
+    # client without a mesh would.
     direct_env = {**fe["env"], **direct_upstreams,
                   "APP_BIND": LOOPBACK, "APP_PORT": str(o["direct_port"]), "APP_ADMIN_PORT": "0",
-                  "INSTANCE_ID": f"{o['frontend']}-direct"}
+                  "INSTANCE_ID": f"{o['frontend']}-direct", "UPSTREAM_REROLL_REQUESTS": "10000000"}
     argv = ["systemd-run", "--unit", o["direct_unit"], "--collect", "--quiet",
             "--description", f"hello-servicemesh benchmark: {o['frontend']} without proxies",
             "--working-directory", fe["workdir"],
