@@ -60,6 +60,10 @@ def test_admin_routes_exist_only_on_the_admin_port():
     assert client.get("/api/v1/execute?l=1&r=2").get_json()["result"] == 3
 
 
+# How long a fault set through one worker's admin endpoint takes to reach the others (faults.CHECK_EVERY_S + margin).
+PROPAGATION_S = fi.CHECK_EVERY_S + 0.05
+
+
 @pytest.fixture
 def server():
     """A real instance with two workers and an admin port, started with a 50 ms latency fault."""
@@ -83,13 +87,16 @@ def test_faults_apply_in_every_worker_and_change_at_run_time(server):
         assert requests.get(f"{url}/api/v1/execute?l=1&r=2", timeout=5).json()["result"] == 3
     assert (time.monotonic() - started) / 6 >= 0.045  # the start-up latency, in every worker
     assert requests.put(f"{admin}/admin/faults", json={"error_rate": 1}, timeout=5).status_code == 200
+    time.sleep(PROPAGATION_S)  # the other worker reads the shared setting at most every 0.1 s
     statuses = {requests.get(f"{url}/api/v1/execute?l=1&r=2", timeout=5).status_code for _ in range(6)}
     assert statuses == {500}
     assert requests.put(f"{admin}/admin/faults", json={"abort_rate": 1}, timeout=5).status_code == 200
+    time.sleep(PROPAGATION_S)
     # The connection is closed in the middle of the answer: no complete one arrives.
     with pytest.raises((requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
         requests.get(f"{url}/api/v1/execute?l=1&r=2", timeout=5)
     assert requests.delete(f"{admin}/admin/faults", timeout=5).json() == fi.NONE
+    time.sleep(PROPAGATION_S)
     assert requests.get(f"{url}/api/v1/execute?l=1&r=2", timeout=5).status_code == 200
 
 
