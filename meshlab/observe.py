@@ -96,10 +96,14 @@ _PANELS_JS = """() => [...document.querySelectorAll('.mesh-panel')].map(p => ({
 }))"""
 
 
-def dashboard(page, url, timeout_s=30.0):
-    """Open the dashboard at `url` (Prometheus' address) in `page`; wait until every panel has drawn its series or
-    shown an error; returns [{panel, title, series, paths, error}]."""
-    page.goto(url.rstrip("/") + DASHBOARD_PATH, wait_until="load")
+def dashboard(page, url, timeout_s=30.0, window_s=None):
+    """Open the dashboard at `url` (Prometheus' address) in `page`, over the last `window_s` seconds (default: the
+    page's 15 minutes); wait until every panel has drawn its series or shown an error; returns
+    [{panel, title, series, paths, error}]."""
+    view = ""
+    if window_s:  # the console's own time control reads its range from the address (#pctc{...})
+        view = "#pctc" + urllib.parse.quote(json.dumps({"duration": int(window_s), "endTime": 0}))
+    page.goto(url.rstrip("/") + DASHBOARD_PATH + view, wait_until="load")
     deadline = time.time() + timeout_s
     while True:
         panels = page.evaluate(_PANELS_JS)

@@ -130,7 +130,7 @@ def test_the_dashboard_draws_every_panel_under_load(model, prom, plan):
         with sync_playwright() as pw:
             chromium = browser(pw)
             page = chromium.new_page(viewport={"width": 1400, "height": 900})
-            panels = dashboard(page, prom.url)
+            panels = dashboard(page, prom.url, window_s=120)
             _shot(page, "dashboard.png")
             chromium.close()
     finally:
