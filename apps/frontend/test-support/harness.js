@@ -213,16 +213,48 @@ async function startFakeServer(handler) {
   return serve(server, state);
 }
 
+
+/** [{name, labels, value}] of a Prometheus text exposition (no escaped quotes in this app's label values). */
+function parseMetrics(text) {
+  const samples = [];
+  for (const line of text.split('\n')) {
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!match) continue;
+    const labels = {};
+    for (const [, key, value] of (match[2] || '').matchAll(/([a-zA-Z_]+)="([^"]*)"/g)) labels[key] = value;
+    samples.push({ name: match[1], labels, value: Number(match[3]) });
+  }
+  return samples;
+}
+
+/** Sum of the samples named `name` whose labels include `where`. */
+function sumSamples(samples, name, where = {}) {
+  return samples
+    .filter((s) => s.name === name && Object.entries(where).every(([k, v]) => s.labels[k] === v))
+    .reduce((sum, s) => sum + s.value, 0);
+}
+
+/** GET {baseUrl}/metrics, checked to be the text format, parsed. */
+async function scrapeMetrics(baseUrl) {
+  const res = await request(`${baseUrl}/metrics`);
+  if (res.status !== 200 || !/^text\/plain/.test(res.headers['content-type'])) {
+    throw new Error(`${baseUrl}/metrics answered ${res.status} ${res.headers['content-type']}`);
+  }
+  return parseMetrics(res.text);
+}
+
 module.exports = {
   ARITH_DIR,
   compute,
   startBalancingProxy,
   freePort,
   request,
+  scrapeMetrics,
   startArith,
   startCountingProxy,
   startFakeServer,
   startFrontend,
+  sumSamples,
   terminate,
   waitForHealth,
 };

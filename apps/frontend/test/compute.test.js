@@ -11,10 +11,12 @@ const {
   compute,
   freePort,
   request,
+  scrapeMetrics,
   startArith,
   startCountingProxy,
   startFakeServer,
   startFrontend,
+  sumSamples,
 } = require('../test-support/harness');
 
 const SEED = '1+1+2+3+4+5+6-1-2-3-4-5-6+9+8-4-5';
@@ -44,6 +46,33 @@ describe('frontend with real arith services', () => {
     for (const call of res.json.calls) {
       assert.equal(call.instance, call.op === '+' ? add.instanceId : sub.instanceId);
     }
+  });
+
+  it('counts every compute and every upstream call by answering instance in /metrics, as the apps do', async () => {
+    const [before0, addBefore] = await Promise.all([scrapeMetrics(frontend.url), scrapeMetrics(add.url)]);
+    const computes = 7;
+    for (let i = 0; i < computes; i += 1) assert.equal((await compute(frontend.url, { expression: SEED })).status, 200);
+    await request(`${frontend.url}/nowhere`);
+    const [after0, addAfter] = await Promise.all([scrapeMetrics(frontend.url), scrapeMetrics(add.url)]);
+    const rose = (name, where) => sumSamples(after0, name, where) - sumSamples(before0, name, where);
+
+    assert.equal(rose('http_requests_total', { route: '/api/v1/compute', method: 'POST', status: '200' }), computes);
+    assert.equal(rose('http_request_duration_seconds_count', { route: '/api/v1/compute', status: '200' }), computes);
+    assert.equal(rose('http_requests_total', { route: 'other', status: '404' }), 1);
+    assert.equal(rose('upstream_calls_total', { upstream: 'add-svc', upstream_instance: add.instanceId, outcome: 'ok' }), 8 * computes);
+    assert.equal(rose('upstream_calls_total', { upstream: 'sub-svc', upstream_instance: sub.instanceId, outcome: 'ok' }), 8 * computes);
+    assert.equal(rose('upstream_attempts_total', { upstream: 'add-svc' }), 8 * computes);
+    assert.equal(rose('upstream_retries_total', {}), 0);
+    assert.equal(sumSamples(after0, 'upstream_breaker_state', { upstream: 'add-svc', state: 'closed' }), 1);
+    assert.equal(sumSamples(after0, 'upstream_breaker_state', { upstream: 'add-svc', state: 'open' }), 0);
+    for (const s of after0.filter((x) => x.name.startsWith('http_') || x.name.startsWith('upstream_'))) {
+      assert.equal(s.labels.instance_id, 'frontend-test', `${s.name} names its instance`);
+    }
+    // The app on the other end counted the same calls.
+    const execute = { route: '/api/v1/execute', status: '200' };
+    assert.equal(sumSamples(addAfter, 'http_requests_total', execute) - sumSamples(addBefore, 'http_requests_total', execute), 8 * computes);
+    // process metrics come along (CPU, memory, event loop)
+    assert.ok(sumSamples(after0, 'process_cpu_user_seconds_total') > 0);
   });
 
   it('returns a single number without calls', async () => {
