@@ -9,7 +9,6 @@ const assert = require('node:assert/strict');
 
 const { compute, scrapeMetrics: scrape, startFakeServer, startFrontend, sumSamples: total } = require('../test-support/harness');
 
-
 describe('metrics of failing calls', () => {
   let broken;
   let frontend;
