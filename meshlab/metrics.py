@@ -48,6 +48,8 @@ FILES = {
     "connect_ca": "connect-ca.pem",  # the Connect CA roots
 }
 DURATION_CHARS = set("0123456789smhdwy")
+# The Consul service each job but `mesh` discovers (config() asks for them; catalog_targets() counts them).
+JOB_SERVICES = {"consul": "consul", "node": NODE_EXPORTER, "edge": EDGE, "prometheus": PROMETHEUS}
 
 
 class MetricsError(ValueError):
@@ -153,7 +155,7 @@ def config(metrics_plan):
             "params": {"format": ["prometheus"]},
             "bearer_token_file": _file(o, "token"),
             "tls_config": {"ca_file": _file(o, "consul_ca")},
-            "consul_sd_configs": _sd(o, ["consul"]),
+            "consul_sd_configs": _sd(o, [JOB_SERVICES["consul"]]),
             "relabel_configs": [
                 {"source_labels": ["__meta_consul_address"], "replacement": f"$1:{o['consul_https_port']}",
                  "target_label": "__address__"},
@@ -162,12 +164,12 @@ def config(metrics_plan):
         },
         {
             "job_name": "node",
-            "consul_sd_configs": _sd(o, [NODE_EXPORTER]),
+            "consul_sd_configs": _sd(o, [JOB_SERVICES["node"]]),
             "relabel_configs": [address, *_NODE_LABELS],
         },
         {
             "job_name": "edge",
-            "consul_sd_configs": _sd(o, [EDGE]),
+            "consul_sd_configs": _sd(o, [JOB_SERVICES["edge"]]),
             "relabel_configs": [
                 {"source_labels": ["__meta_consul_address", "__meta_consul_service_metadata_metrics_port"],
                  "separator": ":", "target_label": "__address__"},
@@ -176,7 +178,7 @@ def config(metrics_plan):
         },
         {
             "job_name": "prometheus",
-            "consul_sd_configs": _sd(o, [PROMETHEUS]),
+            "consul_sd_configs": _sd(o, [JOB_SERVICES["prometheus"]]),
             "relabel_configs": [address, *_NODE_LABELS],
         },
     ]
@@ -206,6 +208,22 @@ def expected_targets(metrics_plan):
     found += [("node", n) for n in metrics_plan["agents"]]
     found += [("edge", n) for n in metrics_plan["edge_nodes"]]
     found.append(("prometheus", metrics_plan["node"]))
+    return sorted(found)
+
+
+def catalog_targets(catalog):
+    """[(job, instance)] config() has Prometheus find in a Consul catalog, sorted like expected_targets():
+    `catalog` is {service name: its entries from /v1/catalog/service/<name>}. The mesh job keeps the entries whose
+    meta has a metrics_path (the sidecars of the catalog's services), named by their meta instance; the other jobs
+    take every entry of their service, named by its node. `make dashboard` holds Prometheus' targets against it:
+    a part Consul lists that discovery has not (yet) found counts as missing."""
+    found = []
+    for name, entries in catalog.items():
+        for entry in entries:
+            meta = entry.get("ServiceMeta") or {}
+            if str(meta.get("metrics_path", "")).startswith("/"):
+                found.append(("mesh", meta.get("instance") or entry["ServiceID"]))
+            found += [(job, entry["Node"]) for job, service in JOB_SERVICES.items() if service == name]
     return sorted(found)
 
 

@@ -41,6 +41,38 @@ def test_every_job_discovers_its_targets_in_consul(jobs):
     assert jobs["consul"]["consul_sd_configs"][0]["services"] == ["consul"]
 
 
+def _consul_catalog(model):
+    """{service name: catalog entries} as Consul would list the model's registrations (sidecar ids and names are
+    Consul's defaults), with the servers' `consul` service."""
+    catalog = {}
+
+    def add(name, sid, node, meta):
+        catalog.setdefault(name, []).append({"ServiceID": sid, "Node": node, "ServiceMeta": meta or {}})
+
+    for inst in model["instances"]:
+        service = inst["registration"]["service"]
+        add(service["name"], service["id"], inst["node"], service.get("meta"))
+        sidecar = service["connect"]["sidecar_service"]
+        add(f"{service['name']}-sidecar-proxy", f"{service['id']}-sidecar-proxy", inst["node"], sidecar.get("meta"))
+    for node, where in model["nodes"].items():
+        for own in lab_model.node_services(model, node, where["address"]):
+            service = own["registration"]["service"]
+            add(service["name"], service["id"], node, service["meta"])
+    for server in model["metrics"]["servers"]:
+        add("consul", "consul", server, {})
+    return catalog
+
+
+def test_what_consul_lists_is_what_prometheus_must_find(model, plan):
+    """`make dashboard` counts the targets Consul's catalog implies: for the model's registrations, exactly the
+    model's targets (an app's own registration, on 127.0.0.1, is never one)."""
+    catalog = _consul_catalog(model)
+    assert metrics.catalog_targets(catalog) == metrics.expected_targets(plan)
+    # control: one instance fewer in the catalog is one mesh target fewer
+    catalog["add-svc-sidecar-proxy"].pop()
+    assert len(metrics.catalog_targets(catalog)) == len(metrics.expected_targets(plan)) - 1
+
+
 def test_the_apps_are_scraped_through_their_sidecars_with_mtls(jobs, model):
     mesh = jobs["mesh"]
     assert mesh["scheme"] == "https"
