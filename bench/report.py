@@ -152,13 +152,10 @@ def compare(s, base):
         if group != "total":
             rows.append({"what": f"CPU ms per compute, {group}", "before": cpu0.get(group), "after": cpu.get(group)})
     rows.append({"what": "CPU ms per compute, total", "before": cpu0.get("total"), "after": cpu.get("total")})
-    rss0 = {r["name"]: r["mesh"]["rss_mb_peak"] for r in base["components"]}
-    growth = {r["name"]: (r["mesh"]["rss_mb_peak"] / rss0[r["name"]] - 1)
-              for r in s["components"] if rss0.get(r["name"]) and r["mesh"]["rss_mb_peak"]}
+    rss0, rss = ({r["name"]: r["mesh"]["rss_mb_peak"] for r in run["components"]} for run in (base, s))
+    growth = {name: rss[name] / mb - 1 for name, mb in rss0.items() if mb and rss.get(name)}
     worst = max(growth.items(), key=lambda kv: kv[1]) if growth else (None, None)
-    for name, mb in rss0.items():
-        now = next((r["mesh"]["rss_mb_peak"] for r in s["components"] if r["name"] == name), None)
-        rows.append({"what": f"RSS MB, {name}", "before": mb, "after": now})
+    rows += [{"what": f"RSS MB, {name}", "before": mb, "after": rss.get(name)} for name, mb in rss0.items()]
     ratio = cpu["total"] / cpu0["total"] if cpu.get("total") and cpu0.get("total") else None
     targets = [
         {"target": f"total CPU per compute (mesh) at most {TARGETS['cpu_vs_baseline']:g} of the baseline's",

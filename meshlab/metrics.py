@@ -217,13 +217,15 @@ def catalog_targets(catalog):
     meta has a metrics_path (the sidecars of the catalog's services), named by their meta instance; the other jobs
     take every entry of their service, named by its node. `make dashboard` holds Prometheus' targets against it:
     a part Consul lists that discovery has not (yet) found counts as missing."""
+    job_of = {service: job for job, service in JOB_SERVICES.items()}
     found = []
     for name, entries in catalog.items():
         for entry in entries:
             meta = entry.get("ServiceMeta") or {}
             if str(meta.get("metrics_path", "")).startswith("/"):
                 found.append(("mesh", meta.get("instance") or entry["ServiceID"]))
-            found += [(job, entry["Node"]) for job, service in JOB_SERVICES.items() if service == name]
+            if name in job_of:
+                found.append((job_of[name], entry["Node"]))
     return sorted(found)
 
 
