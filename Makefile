@@ -10,7 +10,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 INVENTORY ?= $(if $(wildcard $(LAB_INVENTORY)/vagrant_ansible_inventory),$(LAB_INVENTORY),inventory/lab)
 SCENARIOS ?= default cluster consul-archive
 
-.PHONY: help bootstrap image lint unit test-apps test test-all molecule molecule-nomad start-workloads stop-workloads model
+.PHONY: help bootstrap image lint unit test-apps test test-all molecule molecule-nomad start-workloads start-jobs stop-workloads model
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -19,7 +19,7 @@ bootstrap: ## Install system packages, podman settings and the pinned Python too
 	@scripts/bootstrap
 
 image: bootstrap ## Build the Debian 12 systemd base image (debootstrap; cached until it changes)
-	@scripts/build-image
+	@echo "==> build-image"; scripts/build-image
 
 lint: bootstrap ## ansible-lint (production profile) and yamllint
 	@echo "==> yamllint"; $(BIN)/yamllint --strict .
@@ -33,7 +33,7 @@ test-apps: bootstrap ## The sample apps' suites: pytest (add/sub-svc, double-svc
 	@echo "==> pytest apps/double"; cd apps/double && ../../$(BIN)/pytest -q
 	@echo "==> node --test apps/frontend"; cd apps/frontend && ARITH_PYTHON=$(CURDIR)/$(BIN)/python node --test test/
 
-molecule: image ## Molecule scenarios on podman (SCENARIOS="default consul-archive")
+molecule: image ## Molecule scenarios on podman (SCENARIOS="default cluster consul-archive" unless given)
 	@for s in $(SCENARIOS); do echo "==> molecule test -s $$s"; $(BIN)/molecule test -s $$s || exit 1; done
 
 molecule-nomad: image ## Molecule scenario nomad (NOMAD_ARCHIVE=... or HashiCorp reachable); otherwise SKIPPED with the reason
@@ -46,6 +46,8 @@ test-all: lint unit test-apps molecule molecule-nomad test-vagrant
 
 start-workloads: ## Install the apps' code and deploy the catalog's workloads with the configured scheduler
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/workloads.yml
+
+start-jobs: start-workloads ## The same as start-workloads (the name the 2018 lab's users know: start_all_jobs.sh)
 
 stop-workloads: ## Stop and remove the workloads (on either scheduler)
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/workloads.yml -e mesh_workloads_state=absent
@@ -100,7 +102,7 @@ dashboard: ## The mesh dashboard (Prometheus' console /consoles/mesh.html): prin
 screenshots: ## Refresh the README's pictures (docs/img/): the dashboard under load with an instance killed, the Consul UI
 	@scripts/lab screenshots
 
-# --- The edge (HAProxy in front of the frontend; README "Traffic shaping") ---
+# --- The edge (HAProxy in front of the frontend; docs/edge.md) ---------------
 WEIGHT ?=
 edge: ## Re-plan and reload the edge from the catalog and mesh_edge_* (no request dropped)
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/edge.yml
@@ -115,6 +117,7 @@ HAMMER_SECONDS ?= 5
 hammer: ## A bounded burst through the edge (HAMMER_RATE=100/s for HAMMER_SECONDS=5): counts per second and status
 	@scripts/lab hammer --rate $(HAMMER_RATE) --seconds $(HAMMER_SECONDS)
 
+# --- Chaos: break one instance between two probe loads (docs/resilience.md) ---
 SVC  ?= add-svc
 MS   ?= 300
 RATE ?= 0.5

@@ -5,7 +5,7 @@ to ``<apps_dir>/<app>/`` on every workload node, minus what only development
 needs (tests, caches, dev requirements, docs). It travels as one deterministic
 tar (``tarball``), and the directory is replaced whole when the tar changes,
 so files deleted from apps/ disappear from the nodes too. Its *revision* is a SHA-256 over
-those files' paths and contents: it goes into each instance's environment
+those files' paths and contents (node_modules/ stands in as package-lock.json, which pins it): it goes into each instance's environment
 (MESH_APP_REVISION), so new code changes the systemd unit or the Nomad job and
 the scheduler restarts exactly the instances of that app.
 """
@@ -19,6 +19,8 @@ SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 EXCLUDED_DIRS = {"tests", "test", "test-support", "__pycache__", ".pytest_cache", "venv", ".venv"}
 EXCLUDED_FILES = {"requirements-dev.txt", "README.md", "pyproject.toml"}
 EXCLUDED_SUFFIXES = (".pyc", ".pyo")
+# A Node.js app's installed dependencies: shipped, but its revision hashes the lockfile instead.
+NODE_MODULES = "node_modules" + os.sep
 
 
 def files(apps_src, app):
@@ -62,10 +64,13 @@ def directories(apps_src, app):
 
 
 def revision(apps_src, app):
-    """SHA-256 (first 16 hex digits) over the installed files' relative paths and contents."""
+    """SHA-256 (first 16 hex digits) over the installed files' relative paths and contents, but for
+    node_modules/: those are what package-lock.json (hashed) pins, so its ~700 files need not be read."""
     digest = hashlib.sha256()
     root = os.path.join(apps_src, app)
     for path in files(apps_src, app):
+        if path.startswith(NODE_MODULES):
+            continue
         digest.update(path.encode() + b"\0")
         with open(os.path.join(root, path), "rb") as fh:
             digest.update(fh.read())

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from meshlab import model as lab_model
-from meshlab.testing import ROOT, resolved_model
+from testkit.lab import ROOT, resolved_model
 
 INVENTORY = os.path.join(ROOT, "tests", "inventory")
 

@@ -9,7 +9,7 @@ import hashlib
 import pytest
 import yaml
 
-from meshlab.testing import run_playbook
+from testkit.lab import run_playbook
 
 
 def _check(tmp_path, inventory, product, **variables):

@@ -14,7 +14,7 @@ import yaml
 from hcl2.utils import SerializationOptions
 
 from meshlab import secrets
-from meshlab.testing import ROOT, run_playbook
+from testkit.lab import ROOT, run_playbook
 
 PARSE = SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
 ROLE = pathlib.Path(ROOT) / "roles" / "nomad_agent"

@@ -24,7 +24,7 @@ from ansible.plugins.filter.core import FilterModule as AnsibleCoreFilters
 from hcl2.utils import SerializationOptions
 
 from meshlab import model as lab_model, nomad
-from meshlab.testing import ROOT, run_playbook
+from testkit.lab import ROOT, run_playbook
 
 ROLE = pathlib.Path(ROOT) / "roles" / "scheduler_nomad"
 TEMPLATE = ROLE / "templates" / "job.nomad.hcl.j2"

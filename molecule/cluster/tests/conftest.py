@@ -14,8 +14,8 @@ import pytest
 import testinfra
 
 from meshlab import SEED_EXPRESSION, SEED_RESULT
-from meshlab.molecule_fixtures import inventory, management_token, model  # noqa: F401 - fixtures
-from meshlab.testing import NodeLoad
+from testkit.fixtures import inventory, management_token, model  # noqa: F401 - fixtures
+from testkit.lab import NodeLoad
 
 # Serf's failure detection on a small cluster (probe 1 s, suspicion ~4 s: 5-7 s measured on
 # 1.8.7) plus one health-check interval (2 s) and a second's margin: after this long a dead

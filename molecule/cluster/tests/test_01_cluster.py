@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from meshlab.testing import TLS_PROBE, BoundedLoad, dig_srv, load_summary
+from testkit.lab import TLS_PROBE, BoundedLoad, dig_srv, load_summary
 
 
 def test_three_raft_voters_one_leader_three_alive_members(cluster):
@@ -148,7 +148,7 @@ def test_prometheus_scrapes_every_node_s_parts(cluster):
     """Prometheus on one node finds in Consul and scrapes every instance on all three nodes (through their sidecars,
     mTLS across nodes), all three servers, every node's exporter and edge; each app series names its instance."""
     from meshlab import metrics
-    from meshlab.observe import Prometheus
+    from testkit.observe import Prometheus
 
     plan = metrics.plan(cluster.model, {})
     prom = Prometheus(f"http://{cluster.address(plan['node'])}:{plan['port']}")

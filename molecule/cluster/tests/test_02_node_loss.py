@@ -6,7 +6,7 @@ import time
 from collections import Counter
 
 from conftest import DETECTION_WINDOW_S, DURATION_S, RATE
-from meshlab.testing import load_summary
+from testkit.lab import load_summary
 
 KILL_AT_S = 10  # seconds of load before the kill
 

@@ -5,7 +5,7 @@ election and the detection window no request fails."""
 import time
 
 from conftest import DETECTION_WINDOW_S, DURATION_S, RATE
-from meshlab.testing import load_summary
+from testkit.lab import load_summary
 
 KILL_AT_S = 10
 # Measured on 1.8.7: about 12 s on loopback (raft_multiplier 5); the bound leaves room for a slow CI machine.

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from meshlab.testing import resolved_model, run_playbook
+from testkit.lab import resolved_model, run_playbook
 
 EPHEMERAL = os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "")
 

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import instances_of, run_playbook
 from meshlab import secrets
-from meshlab.testing import secrets_dir
+from testkit.lab import secrets_dir
 
 NOMAD = "http://127.0.0.1:4646"
 # Both APIs have ACLs: the lab's Consul and Nomad management tokens (each API ignores the other's header).

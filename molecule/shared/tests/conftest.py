@@ -3,19 +3,22 @@
 Tests run on the controller; `host` is the Molecule node. Traffic goes only to
 the node's loopback (commands run inside it) and to the node's own address on
 the scenario's podman network. Every port, id, address and expression comes
-from the lab model as Ansible resolves it for the scenario (meshlab.testing).
+from the lab model as Ansible resolves it for the scenario (testkit.lab).
 """
 
+import csv
+import io
 import json
 import os
 import shlex
+import urllib.request
 
 import pytest
 import testinfra
 
 from meshlab import SEED_EXPRESSION, SEED_RESULT
-from meshlab.molecule_fixtures import inventory, management_token, model  # noqa: F401 - fixtures
-from meshlab.testing import run_playbook  # noqa: F401 - for the test modules
+from testkit.fixtures import inventory, management_token, model  # noqa: F401 - fixtures
+from testkit.lab import run_playbook, wait_until  # noqa: F401 - for the test modules
 
 # Which scheduler runs the workloads in this scenario (molecule/<scenario>/molecule.yml verifier env).
 SCHEDULER = os.environ.get("MESH_SCHEDULER", "systemd")
@@ -110,8 +113,8 @@ def mesh(host, model, management_token):
 
 @pytest.fixture(scope="session")
 def prom(model):
-    """Prometheus' API on its node (meshlab.observe.Prometheus), asked from the controller."""
-    from meshlab.observe import Prometheus
+    """Prometheus' API on its node (testkit.observe.Prometheus), asked from the controller."""
+    from testkit.observe import Prometheus
 
     where = model["metrics"]
     return Prometheus(f"http://{model['nodes'][where['node']]['address']}:{where['port']}")
@@ -120,6 +123,54 @@ def prom(model):
 def scrape_health(prom):
     """{(job, instance): health} of Prometheus' active targets."""
     return {(t["job"], t["instance"]): t["health"] for t in prom.targets()}
+
+
+@pytest.fixture(scope="session")
+def edge(model):
+    """Where the edge (HAProxy) answers: its port and its stats on the edge node's address."""
+    [node] = model["edge"]["nodes"]
+    address = model["nodes"][node]["address"]
+    return {"node": node, "address": address, "url": f"http://{address}:{model['edge']['port']}",
+            "stats": f"http://{address}:{model['edge']['stats_port']}"}
+
+
+def edge_stats(edge):
+    """HAProxy's stats as CSV rows: one per proxy and per server."""
+    with urllib.request.urlopen(f"{edge['stats']}/;csv", timeout=5) as resp:
+        text = resp.read().decode().lstrip("# ")
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def edge_servers(edge, up_only=True):
+    """{sidecar address:port: (backend, server, status)} of the edge's frontend servers that have an address."""
+    found = {}
+    for row in edge_stats(edge):
+        if not row["pxname"].startswith("frontend") or row["svname"] in ("FRONTEND", "BACKEND") or not row.get("addr"):
+            continue
+        if up_only and not row["status"].startswith("UP"):
+            continue
+        found[row["addr"]] = (row["pxname"], row["svname"], row["status"])
+    return found
+
+
+def passing_sidecars(mesh):
+    """{address:port: version tag} of the frontend's passing sidecars in Consul."""
+    return {f"{e['Service']['Address']}:{e['Service']['Port']}": (e["Service"]["Tags"] or [None])[0]
+            for e in mesh.consul("/v1/health/service/frontend-sidecar-proxy?passing=1")}
+
+
+def edge_matches_consul(edge, mesh):
+    """(servers, passing) when the edge's UP servers are exactly the passing frontend sidecars, each in its
+    version's backend; else None."""
+    servers, passing = edge_servers(edge), passing_sidecars(mesh)
+    ok = set(servers) == set(passing) and all(servers[a][0] == f"frontend_{v}" for a, v in passing.items())
+    return (servers, passing) if ok else None
+
+
+def edge_pids(host):
+    """HAProxy's master pid and its workers' pids: the same after a change means no reload or restart."""
+    return (host.check_output("systemctl show -p MainPID --value haproxy.service"),
+            host.check_output("pgrep -u haproxy -x haproxy || true").split())
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 import pytest
 
 from conftest import instances_of, systemd_only
-from meshlab.testing import dig_srv
+from testkit.lab import dig_srv
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import instances_of, systemd_only
-from meshlab.testing import TLS_PROBE
+from testkit.lab import TLS_PROBE
 
 
 def test_seed_expression_through_the_mesh(mesh, seed):

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from conftest import instance, instances_of, systemd_only
+from conftest import instance, instances_of, systemd_only, wait_until
 
 
 @pytest.fixture
@@ -45,10 +45,9 @@ def test_dead_instance_leaves_the_pool_and_rejoins(host, mesh, model, stopped_in
     assert answered == set(others)
 
     host.check_output(f"systemctl start {victim['units']['app']}")
-    deadline = time.time() + 30
-    while mesh.instance_ids("add-svc") != sorted(i["id"] for i in instances_of(model, "add-svc")):
-        assert time.time() < deadline, f"{victim['id']} did not pass its health check again within 30 s"
-        time.sleep(1)
+    everyone = sorted(i["id"] for i in instances_of(model, "add-svc"))
+    assert wait_until(lambda: mesh.instance_ids("add-svc") == everyone, 30, f"{victim['id']} passes again"), \
+        f"{victim['id']} did not pass its health check again within 30 s"
     rejoined = mesh.compute_many(30)
     assert all(status == 200 for status, _ in rejoined)
     assert victim["id"] in {c["instance"] for _, body in rejoined for c in body["calls"]}

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import instances_of, run_playbook, systemd_only
 from meshlab import secrets
-from meshlab.testing import recap, secrets_dir
+from testkit.lab import recap, secrets_dir
 
 
 @pytest.fixture(scope="module")

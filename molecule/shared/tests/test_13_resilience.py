@@ -10,8 +10,8 @@ from collections import Counter
 
 import pytest
 
-from conftest import instances_of, systemd_only
-from meshlab.testing import NodeLoad, load_summary
+from conftest import instances_of, systemd_only, wait_until
+from testkit.lab import NodeLoad, load_summary
 
 # The frontend's policy defaults (apps/frontend/src/config.js): the bounds below are derived from them.
 ATTEMPT_TIMEOUT_MS, BREAKER_FAILURES, BREAKER_HALF_OPEN_MS = 250, 5, 5000
@@ -62,10 +62,8 @@ def _http(host, url, body=None):
 
 def _wait_passing(mesh, model, service):
     want = sorted(i["id"] for i in instances_of(model, service))
-    deadline = time.time() + 30
-    while mesh.instance_ids(service) != want:
-        assert time.time() < deadline, f"{service} did not pass again"
-        time.sleep(0.5)
+    assert wait_until(lambda: mesh.instance_ids(service) == want, 30, f"every {service} instance passes"), \
+        f"{service} did not pass again"
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ Requests come from the controller to the edge's port on the node's address (as a
 would), except where a test needs the node's loopback (the frontends' own ports, their admin endpoints).
 """
 
-import csv
-import io
 import json
 import math
 import socket
@@ -15,72 +13,16 @@ import urllib.request
 from collections import Counter
 
 import pytest
-import yaml
 
-from conftest import instances_of, run_playbook, scrape_health, systemd_only
-from meshlab.testing import BoundedLoad, load_summary
+from conftest import (edge_matches_consul, edge_pids, edge_servers, edge_stats, instances_of, passing_sidecars, run_playbook,
+                      systemd_only, wait_until)
+from testkit.lab import BoundedLoad, load_summary
 
 pytestmark = systemd_only
 
 
-@pytest.fixture(scope="module")
-def edge(model):
-    [node] = model["edge"]["nodes"]
-    address = model["nodes"][node]["address"]
-    return {"node": node, "address": address, "url": f"http://{address}:{model['edge']['port']}",
-            "stats": f"http://{address}:{model['edge']['stats_port']}"}
-
-
-def _stats(edge):
-    """HAProxy's stats as CSV rows: one per proxy and per server."""
-    with urllib.request.urlopen(f"{edge['stats']}/;csv", timeout=5) as resp:
-        text = resp.read().decode().lstrip("# ")
-    return list(csv.DictReader(io.StringIO(text)))
-
-
-def _servers(edge, up_only=True):
-    """{sidecar address:port: (backend, server, status)} of the edge's frontend servers that have an address."""
-    found = {}
-    for row in _stats(edge):
-        if not row["pxname"].startswith("frontend") or row["svname"] in ("FRONTEND", "BACKEND") or not row.get("addr"):
-            continue
-        if up_only and not row["status"].startswith("UP"):
-            continue
-        found[row["addr"]] = (row["pxname"], row["svname"], row["status"])
-    return found
-
-
-def _passing_sidecars(mesh):
-    """{address:port: version tag} of the frontend's passing sidecars in Consul."""
-    return {f"{e['Service']['Address']}:{e['Service']['Port']}": (e["Service"]["Tags"] or [None])[0]
-            for e in mesh.consul("/v1/health/service/frontend-sidecar-proxy?passing=1")}
-
-
-def _wait(what, check, timeout=30):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.5)
-
-
-def _edge_matches_consul(edge, mesh):
-    servers, passing = _servers(edge), _passing_sidecars(mesh)
-    ok = set(servers) == set(passing) and all(servers[a][0] == f"frontend_{v}" for a, v in passing.items())
-    return (servers, passing) if ok else None
-
-
 def _versions(records):
     return Counter(r["headers"].get("x-version") for r in records if r["status"] == 200)
-
-
-def _master_pid(host):
-    return host.check_output("systemctl show -p MainPID --value haproxy.service")
-
-
-def _worker_pids(host):
-    return host.check_output("pgrep -u haproxy -x haproxy || true").split()
 
 
 def test_the_edge_answers_the_seed_and_is_the_only_way_in(host, model, edge, seed):
@@ -105,8 +47,8 @@ def test_the_edge_answers_the_seed_and_is_the_only_way_in(host, model, edge, see
 
 def test_the_edge_serves_exactly_the_passing_frontend_instances(edge, mesh, model):
     """The edge's servers (its stats) are the passing frontend sidecars in Consul, each in its version's backend."""
-    found = _wait("edge = consul", lambda: _edge_matches_consul(edge, mesh))
-    print(f"edge servers UP: {_servers(edge)}; passing in Consul: {_passing_sidecars(mesh)}")
+    found = wait_until(lambda: edge_matches_consul(edge, mesh), 30, "the edge matches Consul")
+    print(f"edge servers UP: {edge_servers(edge)}; passing in Consul: {passing_sidecars(mesh)}")
     assert found, "the edge's servers differ from the passing frontend sidecars"
     assert len(found[0]) == len(instances_of(model, "frontend"))
     # The same count in its Prometheus exporter, per version.
@@ -115,42 +57,6 @@ def test_the_edge_serves_exactly_the_passing_frontend_instances(edge, mesh, mode
     active = {b: sum(1 for a, v in found[1].items() if f"frontend_{v}" == b) for b in ("frontend_v1", "frontend_v2")}
     for backend, count in active.items():
         assert f'haproxy_backend_active_servers{{proxy="{backend}"}} {count}' in metrics, (backend, count)
-
-
-def test_a_new_instance_is_served_without_an_edge_reload(host, edge, mesh, model, inventory, tmp_path, seed, prom):
-    """One more canary (the last version, so no instance changes version) through the catalog: the edge's workers
-    stay the same processes (no reload), and the new instance's sidecar appears in its backend from DNS, then
-    leaves again. Prometheus (README "See it") scrapes the new instance with its prometheus.yml unchanged, and
-    drops it when it leaves: checked in this same catalog round trip, which costs two playbook runs."""
-    catalog = []
-    for svc in model["catalog"]:
-        if svc["name"] == "frontend":
-            last = svc["versions"][-1]["name"]
-            versions = [dict(v, instances=v["instances"] + 1) if v["name"] == last else v for v in svc["versions"]]
-            svc = dict(svc, instances=svc["instances"] + 1, versions=versions)
-        catalog.append(svc)
-    extra = tmp_path / "catalog.yml"
-    extra.write_text(yaml.safe_dump({"mesh_catalog": catalog}))
-    new = ("mesh", f"frontend-{len(instances_of(model, 'frontend')) + 1}")
-    before, workers = _master_pid(host), _worker_pids(host)
-    config = host.check_output("sha256sum /etc/prometheus/prometheus.yml")
-    try:
-        rc, out = run_playbook(inventory, "playbooks/workloads.yml", f"@{extra}")
-        assert rc == 0, out[-3000:]
-        grown = _wait("new instance served", lambda: len(_servers(edge)) == len(instances_of(model, "frontend")) + 1
-                      and _edge_matches_consul(edge, mesh))
-        print(f"after adding an instance: {_servers(edge)}; haproxy workers {workers} -> {_worker_pids(host)}")
-        assert grown, f"the new instance is not in the edge: {_servers(edge)} vs {_passing_sidecars(mesh)}"
-        assert (_master_pid(host), _worker_pids(host)) == (before, workers), "the edge was reloaded or restarted"
-        scraped = _wait("new instance scraped", lambda: scrape_health(prom).get(new) == "up")
-        print(f"Prometheus: {new[1]} scraped and up: {scraped}; prometheus.yml unchanged: "
-              f"{host.check_output('sha256sum /etc/prometheus/prometheus.yml') == config}")
-        assert scraped and host.check_output("sha256sum /etc/prometheus/prometheus.yml") == config
-    finally:
-        rc, out = run_playbook(inventory, "playbooks/workloads.yml")
-    assert rc == 0, out[-3000:]
-    assert _wait("back", lambda: _edge_matches_consul(edge, mesh)) and len(_servers(edge)) == len(instances_of(model, "frontend"))
-    assert _wait("unscraped", lambda: new not in scrape_health(prom)), "Prometheus still scrapes the removed instance"
 
 
 def test_rate_limit_answers_429_with_json_and_retry_after(edge, model):
@@ -226,7 +132,7 @@ def test_changing_the_weights_drops_no_request(edge, inventory):
 def _server_row(edge, inst):
     """The stats row of the edge's server for `inst` (None: no server has its address, DNS dropped it)."""
     addr = f"{inst['node_address']}:{inst['sidecar_port']}"
-    return next((r for r in _stats(edge) if r.get("addr") == addr and r["pxname"].startswith("frontend")), None)
+    return next((r for r in edge_stats(edge) if r.get("addr") == addr and r["pxname"].startswith("frontend")), None)
 
 
 def _status(edge, inst):
@@ -252,7 +158,7 @@ def test_a_stopped_frontend_costs_no_request_and_is_marked_down_then_up(host, ed
     finally:
         host.check_output(f"systemctl start {unit}")
     records = load.join()
-    back = _wait("up again", lambda: _status(edge, victim).startswith("UP"), timeout=30)
+    back = wait_until(lambda: _status(edge, victim).startswith("UP"), 30, f"{victim['id']} up again")
     summary = load_summary(records)
     served = Counter(r["headers"].get("x-instance-id") for r in records if r["t"] > stopped_at + 1 and r["t"] < 11)
     print(f"{victim['id']} stopped at {stopped_at:.1f} s, started at 11 s: {summary}; its server's states "
@@ -292,7 +198,7 @@ def test_an_erroring_frontend_is_ejected_by_outlier_detection(host, edge, model)
     assert summary["requests"] == 240 and users_5xx == summary["failed"] == errors_5xx
     assert outs >= 1, "outlier detection never took the erroring instance out"
     assert 0 < users_5xx <= 5 * (outs + 1), "more errors reached users than the error limit allows"
-    assert _wait("up again", lambda: _status(edge, bad).startswith("UP"), timeout=30)
+    assert wait_until(lambda: _status(edge, bad).startswith("UP"), 30, f"{bad['id']} up again")
 
 
 @pytest.mark.parametrize("bad", [
@@ -301,9 +207,9 @@ def test_an_erroring_frontend_is_ejected_by_outlier_detection(host, edge, model)
 ], ids=["weights-not-numbers", "unknown-service"])
 def test_bad_edge_settings_change_nothing(host, inventory, bad):
     """The edge's playbook stops in preflight with the reason; HAProxy's config and processes are untouched."""
-    config, pid = host.check_output("sha256sum /etc/haproxy/haproxy.cfg"), _master_pid(host)
+    config, pids = host.check_output("sha256sum /etc/haproxy/haproxy.cfg"), edge_pids(host)
     rc, out = run_playbook(inventory, "playbooks/edge.yml", json.dumps(bad))
     reason = out[out.find("The edge cannot be configured"):][:300]
     print(f"{json.dumps(bad)}: rc {rc}: {reason}")
     assert rc != 0
-    assert (host.check_output("sha256sum /etc/haproxy/haproxy.cfg"), _master_pid(host)) == (config, pid)
+    assert (host.check_output("sha256sum /etc/haproxy/haproxy.cfg"), edge_pids(host)) == (config, pids)

@@ -14,8 +14,8 @@ import pytest
 
 from conftest import instances_of, systemd_only
 from meshlab import SEED_EXPRESSION, metrics
-from meshlab.observe import browser, consul_services, dashboard, screenshot
-from meshlab.testing import ROOT, BoundedLoad, load_summary
+from testkit.observe import browser, consul_services, dashboard, screenshot
+from testkit.lab import ROOT, BoundedLoad, load_summary
 
 ARTIFACTS = os.environ.get("MESH_ARTIFACTS", os.path.join(ROOT, ".artifacts"))
 UP_WITHIN_S = 90

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -60,6 +61,31 @@ def resolved_model(inventory, *extra_vars):
             raise RuntimeError(f"playbooks/model.yml failed for {inventory}: {output[-3000:]}")
         with open(out, encoding="utf-8") as fh:
             return json.load(fh)
+
+
+def rebuilt_model(model, catalog):
+    """The model of another catalog on the same nodes and settings as `model`, built in Python
+    (meshlab.model.build): what resolved_model gives for that catalog, without a playbook run."""
+    from meshlab.model import build
+
+    nodes = [{"name": name, "address": node["address"]} for name, node in model["nodes"].items()]
+    return build(catalog, nodes, model["settings"])
+
+
+def wait_until(predicate, timeout, what, interval=0.5):
+    """Call `predicate` until it returns something true or `timeout` seconds pass; return its last value.
+    Prints how long `what` took (or that it did not happen), so that a run's log shows every wait."""
+    start = time.monotonic()
+    while True:
+        value = predicate()
+        waited = time.monotonic() - start
+        if value:
+            print(f"waited {waited:.1f} s: {what}")
+            return value
+        if waited > timeout:
+            print(f"gave up after {waited:.1f} s: {what}")
+            return value
+        time.sleep(interval)
 
 
 def recap(output):

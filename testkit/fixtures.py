@@ -5,8 +5,8 @@ They read the scenario's inventory (MOLECULE_INVENTORY_FILE), so they only work 
 
 import pytest
 
-from . import secrets
-from .testing import molecule_inventory, resolved_model, secrets_dir
+from meshlab import secrets
+from .lab import molecule_inventory, resolved_model, secrets_dir
 
 
 @pytest.fixture(scope="session")
