@@ -9,6 +9,9 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # variables as provisioning), else inventory/lab.
 INVENTORY ?= $(if $(wildcard $(LAB_INVENTORY)/vagrant_ansible_inventory),$(LAB_INVENTORY),inventory/lab)
 SCENARIOS ?= default cluster consul-archive
+# The lab targets (click, status, chaos-*, canary, hammer, overload, dashboard, urls) talk to the Vagrant lab, or to the
+# lab of any inventory given on the command line: `make click INVENTORY=path/to/inventory` (testkit/labctl.py).
+LAB = scripts/lab $(if $(filter command line environment,$(origin INVENTORY)),--inventory $(INVENTORY))
 
 .PHONY: help bootstrap image lint unit test-apps test test-all molecule molecule-nomad start-workloads start-jobs stop-workloads model
 
@@ -68,7 +71,7 @@ VAGRANT       ?= vagrant
 PROVIDER      ?=
 LAB_DIR       := $(or $(VAGRANT_DOTFILE_PATH),.vagrant)
 LAB_INVENTORY := $(LAB_DIR)/provisioners/ansible/inventory
-.PHONY: up down provision status click urls test-vagrant chaos-kill chaos-slow chaos-errors chaos-heal edge canary hammer dashboard screenshots
+.PHONY: up down provision status click urls test-vagrant chaos-kill chaos-slow chaos-errors chaos-heal edge canary hammer overload dashboard screenshots
 
 up: bootstrap ## Start the lab: vagrant up, provision, start-workloads; ends with the URLs and the profile used
 	@echo "==> vagrant up: decide provider and profile, boot the node(s)"
@@ -88,19 +91,19 @@ down: ## Destroy the lab (vagrant destroy -f): every node, its network and the r
 	@$(VAGRANT) destroy -f
 
 status: ## The lab's machines, Consul members, services, instances and their health (exit 1 if unhealthy)
-	@scripts/lab status
+	@$(LAB) status
 
 click: ## Send the sample request (1+1+2+...-5 = 9) to the frontend: prints the result and which instances answered
-	@scripts/lab click
+	@$(LAB) click
 
 urls: ## The lab's URLs (Consul UI, Nomad UI, the edge and its stats, the dashboard, Prometheus) and the profile in use
-	@scripts/lab urls
+	@$(LAB) urls
 
 dashboard: ## The mesh dashboard (Prometheus' console /consoles/mesh.html): prints its address, opens it if there is a screen
-	@scripts/lab dashboard
+	@$(LAB) dashboard
 
 screenshots: ## Refresh the README's pictures (docs/img/): the dashboard under load with an instance killed, the Consul UI
-	@scripts/lab screenshots
+	@$(LAB) screenshots
 
 # --- The edge (HAProxy in front of the frontend; docs/edge.md) ---------------
 WEIGHT ?=
@@ -110,28 +113,33 @@ edge: ## Re-plan and reload the edge from the catalog and mesh_edge_* (no reques
 canary: ## Send WEIGHT % (0-100) of the requests to the canary version (until the next run without it), then show the split
 	@test -n "$(WEIGHT)" || { echo "usage: make canary WEIGHT=25  (the canary's share in %)"; exit 2; }
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/edge.yml -e mesh_edge_canary_weight=$(WEIGHT)
-	@scripts/lab split
+	@$(LAB) split
 
 HAMMER_RATE    ?= 100
 HAMMER_SECONDS ?= 5
 hammer: ## A bounded burst through the edge (HAMMER_RATE=100/s for HAMMER_SECONDS=5): counts per second and status
-	@scripts/lab hammer --rate $(HAMMER_RATE) --seconds $(HAMMER_SECONDS)
+	@$(LAB) hammer --rate $(HAMMER_RATE) --seconds $(HAMMER_SECONDS)
 
 # --- Chaos: break one instance between two probe loads (docs/resilience.md) ---
+OVERLOAD_STEPS   ?= 20,60,120,200
+OVERLOAD_SECONDS ?= 10
+overload: ## A step load through the edge (OVERLOAD_STEPS=20,60,120,200 computes/s, OVERLOAD_SECONDS=10 each): admitted, shed, failed
+	@$(LAB) overload --steps $(OVERLOAD_STEPS) --seconds $(OVERLOAD_SECONDS)
+
 SVC  ?= add-svc
 MS   ?= 300
 RATE ?= 0.5
 chaos-kill: ## kill -9 one instance of SVC (default add-svc) between two probe loads
-	@scripts/lab chaos kill --service $(SVC)
+	@$(LAB) chaos kill --service $(SVC)
 
 chaos-slow: ## +MS ms (default 300) on one instance of SVC, between two probe loads
-	@scripts/lab chaos slow --service $(SVC) --ms $(MS)
+	@$(LAB) chaos slow --service $(SVC) --ms $(MS)
 
 chaos-errors: ## RATE (default 0.5) of one SVC instance's answers become 500, between two probe loads
-	@scripts/lab chaos errors --service $(SVC) --rate $(RATE)
+	@$(LAB) chaos errors --service $(SVC) --rate $(RATE)
 
 chaos-heal: ## every instance back to no faults
-	@scripts/lab chaos heal
+	@$(LAB) chaos heal
 
 test-vagrant: bootstrap ## CI: docker-provider lab up, provision, 20 clicks, idempotent re-provision, destroy
 	@tests/vagrant/run

@@ -21,10 +21,18 @@ What the edge does with the exposed service (at most one: the edge's port serves
   share to the others;
 * a rate limit per client address (stick table): above it, 429 with a JSON body and
   Retry-After;
+* admission control: at most ``server_maxconn`` requests at a time on each frontend server, the
+  rest waiting in the backend's queue for at most ``queue_timeout_ms``, then shed with a JSON
+  503, Retry-After and ``X-Edge-Shed: queue`` (what is admitted is what the mesh can serve);
+* request bodies over ``max_body_bytes`` (the exposed service's own limit) refused with a JSON
+  413 by the edge itself, before the body travels;
 * a stats page and the Prometheus exporter on their own port.
 """
 
 from .model import EDGE
+
+# The edge's own 503: the mesh is full (the queue timed out) or no server is up.
+SHED_BODY = '{"error": "the mesh is busy: try again in a second", "shed": "edge"}'
 
 # The stats port's readiness answer (HAProxy's monitor-uri): Consul's check of the edge asks it.
 READY_PATH = "/ready"
@@ -45,6 +53,11 @@ DEFAULTS = {
     "check_rise": 2,
     "error_limit": 5,
     "retries": 3,
+    # Admission control (docs/edge.md, "Overload"): requests at a time per frontend server, how long the rest may
+    # wait for one, and the largest request body (the frontend's MAX_BODY_BYTES, apps/frontend/src/app.js).
+    "server_maxconn": 3,
+    "queue_timeout_ms": 1000,
+    "max_body_bytes": 16384,
     "timeout_connect_ms": 1000,
     "timeout_server_ms": 5000,
     "dns": "127.0.0.1:8600",
@@ -113,7 +126,11 @@ def plan(model, options=None):
             raise EdgeError(f"edge {key} {opts[key]!r} is not a TCP port (1-65535)")
     if opts["port"] == opts["stats_port"]:
         raise EdgeError(f"the edge's port and its stats port are both {opts['port']}: give each its own")
-    for key, low in (("rate_limit", 1), ("rate_period_s", 1), ("server_slots", 1), ("error_limit", 1), ("retries", 0)):
+    for key in ("server_maxconn", "queue_timeout_ms", "max_body_bytes"):  # Ansible may hand over numbers as text
+        if isinstance(opts[key], str) and opts[key].strip().isdigit():
+            opts[key] = int(opts[key])
+    for key, low in (("rate_limit", 1), ("rate_period_s", 1), ("server_slots", 1), ("error_limit", 1), ("retries", 0),
+                     ("server_maxconn", 1), ("queue_timeout_ms", 1), ("max_body_bytes", 1)):
         if not _whole(opts[key], low, 1_000_000):
             raise EdgeError(f"edge {key} {opts[key]!r} must be a whole number of at least {low}")
     if not isinstance(opts["rate_exempt"], list):
@@ -207,7 +224,7 @@ def config(edge_plan):
         f"    timeout server {o['timeout_server_ms']}ms",
         "    timeout http-request 10s",
         "    timeout http-keep-alive 10s",
-        "    timeout queue 2s",
+        f"    timeout queue {o['queue_timeout_ms']}ms",
         "    load-server-state-from-file global",
         "",
         "# Consul's DNS on this node: the passing instances' sidecars, re-read every second.",
@@ -238,6 +255,11 @@ def config(edge_plan):
     lines.append(f"    http-request return status 429 content-type application/json hdr Retry-After {o['rate_period_s']} "
                  f"string {_q(body)} if {{ sc_gpc0_rate(0) ge {o['rate_limit']} }}")
     lines.append("    http-request sc-inc-gpc0(0)" + (" unless rate_exempt" if o["rate_exempt"] else ""))
+    # A body over the exposed service's limit: refused here, from its Content-Length, before it travels (the service's
+    # own 413 came with a closed connection while the body still streamed in: the client saw a reset).
+    too_big = f'{{"error": "request body larger than {o["max_body_bytes"]} bytes", "limit": {o["max_body_bytes"]}}}'
+    lines.append(f"    http-request return status 413 content-type application/json string {_q(too_big)} "
+                 f"if {{ req.hdr_val(content-length) gt {o['max_body_bytes']} }}")
     # The services' own metrics are Prometheus' (through the mesh), not the public's.
     lines.append("    http-request return status 404 content-type application/json "
                  "string '{\"error\": \"/metrics is not served at the edge\"}' if { path_beg /metrics }")
@@ -270,13 +292,16 @@ def config(edge_plan):
             f"    http-check send meth GET uri {edge_plan['health_path']}",
             "    http-check expect status 200",
             f"    retries {o['retries']}",
+            # Shed: no server took the request within the queue timeout (or none is up).
+            f"    http-error status 503 content-type application/json string {_q(SHED_BODY)} "
+            f"hdr Retry-After 1 hdr X-Edge-Shed queue",
             "    option redispatch 1",
             # Retried: what a dead or unreachable instance causes. Not 500: an instance's own errors reach the user
             # and feed outlier detection (a retried answer is never observed, so retrying 500s would hide a broken
             # instance from it for good).
             "    retry-on conn-failure empty-response response-timeout 502 503 504",
             f"    default-server ssl crt {certs}/edge.pem ca-file {certs}/connect-ca.pem verify required "
-            f"check inter {o['check_interval_ms']}ms fall {o['check_fall']} rise {o['check_rise']} "
+            f"maxconn {o['server_maxconn']} check inter {o['check_interval_ms']}ms fall {o['check_fall']} rise {o['check_rise']} "
             f"observe layer7 error-limit {o['error_limit']} on-error mark-down "
             "resolvers consul resolve-prefer ipv4 resolve-opts allow-dup-ip init-addr last,none",
             f"    server-template {b['prefix']} {o['server_slots']} {b['srv']}",

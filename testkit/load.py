@@ -7,11 +7,13 @@ addresses on this machine: loopback, and the nodes of the lab or of a test.
 import concurrent.futures
 import json
 import os
+import shlex
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 
 # Response headers a record keeps, by lowercase name prefix (names are stored lowercase: HAProxy sends them so):
 # the app's instance and version, the edge's choice, 429's Retry-After.
@@ -97,8 +99,26 @@ class BoundedLoad:
         return sorted(self.records, key=lambda r: r["t"])
 
 
+class ClosedLoad(BoundedLoad):
+    """`concurrency` clients, each sending its next request when its last one is answered, for `seconds`
+    seconds: what the path can serve at that concurrency (its capacity), every outcome recorded like
+    BoundedLoad's (`rate` is the concurrency here)."""
+
+    def _run(self):
+        def client():
+            while not self._stop.is_set() and time.monotonic() - self.started < self.seconds:
+                self._one(time.monotonic() - self.started)
+
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(int(self.rate))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+
 class NodeLoad:
-    """A BoundedLoad that runs inside a lab node (`podman exec`), for ports on the node's loopback only.
+    """A BoundedLoad (or with closed=True a ClosedLoad) that runs inside a lab node (`podman exec`), for ports on the
+    node's loopback only.
 
     Same interface as BoundedLoad (start, elapsed, join -> records). This file is stdlib-only: it is
     piped to the node's python3 with a runner that prints the start time (the node shares the
@@ -108,23 +128,31 @@ class NodeLoad:
     RUNNER = """
 import json as _json, sys as _sys, time as _time
 _a = _json.loads(_sys.argv[1])
-_load = BoundedLoad(_a["url"], _a["body"], _a["rate"], _a["seconds"], _a["timeout"], _a["headers"], _a["method"])
+_kind = ClosedLoad if _a.get("closed") else BoundedLoad
+_load = _kind(_a["url"], _a["body"], _a["rate"], _a["seconds"], _a["timeout"], _a["headers"], _a["method"])
 _load.start()
 print(_json.dumps({"started_wall": _time.time() - (_time.monotonic() - _load.started)}), flush=True)
 print(_json.dumps(_load.join()), flush=True)
 """
 
-    def __init__(self, container, url, body, rate, seconds, timeout=5.0, headers=None, method=None):
+    def __init__(self, container, url, body, rate, seconds, timeout=5.0, headers=None, method=None, closed=False,
+                 command=None):
         self.container = container
+        # How to run `python3 - ARGS` on the node with this file on stdin: `podman exec -i <container>` unless
+        # another command prefix is given (e.g. `docker exec -i <name>` or `vagrant ssh <node> -c`).
+        self.command = command or ["podman", "exec", "-i", container, "python3", "-"]
         self.args = {"url": url, "body": body, "rate": rate, "seconds": seconds, "timeout": timeout,
-                     "headers": headers or {}, "method": method}
+                     "headers": headers or {}, "method": method, "closed": closed}
         self.started = None
         self._proc = None
 
     def start(self):
         with open(os.path.abspath(__file__), encoding="utf-8") as fh:
             source = fh.read().split("\nclass NodeLoad:")[0] + self.RUNNER
-        self._proc = subprocess.Popen(["podman", "exec", "-i", self.container, "python3", "-", json.dumps(self.args)],
+        arg = json.dumps(self.args)
+        if self.command[0] in ("ssh", "vagrant"):  # the argument goes through the node's shell
+            arg = shlex.quote(arg)
+        self._proc = subprocess.Popen([*self.command, arg],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self._proc.stdin.write(source)
         self._proc.stdin.close()
@@ -158,3 +186,42 @@ def load_summary(records, ok=lambda r: r["status"] == 200):
     return {"requests": len(records), "ok": len(records) - len(failed), "failed": len(failed),
             "p50_ms": pct(50), "p99_ms": pct(99),
             "first_failure_s": failed[0]["t"] if failed else None, "last_failure_s": failed[-1]["t"] if failed else None}
+
+
+def is_shed(record):
+    """The edge turned the request away because the mesh was full (its own JSON 503, meshlab/edge.py)."""
+    return record["status"] == 503 and record["headers"].get("x-edge-shed") == "queue"
+
+
+def overload_summary(rate, seconds, records, ok=lambda r: r["status"] == 200):
+    """One step of a step load: offered, admitted (neither shed nor rate-limited), succeeded, shed at the edge,
+    rate-limited (429), failed inside the mesh (admitted but not ok: 5xx from the frontend, no answer), goodput
+    (succeeded per second) and the admitted requests' p50/p99."""
+    shed = [r for r in records if is_shed(r)]
+    limited = [r for r in records if r["status"] == 429]
+    admitted = [r for r in records if not is_shed(r) and r["status"] != 429]
+    succeeded = [r for r in admitted if ok(r)]
+    lat = sorted(r["latency_ms"] for r in admitted)
+
+    def pct(p):
+        return lat[min(len(lat) - 1, int(round(p / 100 * (len(lat) - 1))))] if lat else None
+
+    return {"rate": rate, "seconds": seconds, "offered": len(records), "admitted": len(admitted),
+            "succeeded": len(succeeded), "shed": len(shed), "limited": len(limited),
+            "failed_inside": len(admitted) - len(succeeded), "goodput": round(len(succeeded) / seconds, 1),
+            "p50_ms": pct(50), "p99_ms": pct(99),
+            "shed_retry_after": sorted({r["headers"].get("retry-after") for r in shed}),
+            "inside_statuses": dict(sorted(Counter(r["status"] or "no answer" for r in admitted if not ok(r)).items(),
+                                           key=str))}
+
+
+def overload_table(steps):
+    """The step load's figures as Markdown table rows (make overload prints it; docs/edge.md shows one)."""
+    rows = ["| offered/s | offered | admitted | succeeded | shed (503 at the edge) | failed inside | goodput/s "
+            "| p50 ms (admitted) | p99 ms (admitted) |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for s in steps:
+        rows.append(f"| {s['rate']} | {s['offered']} | {s['admitted']} | {s['succeeded']} | {s['shed']} | "
+                    f"{s['failed_inside']}{' ' + str(s['inside_statuses']) if s['failed_inside'] else ''} | "
+                    f"{s['goodput']} | {s['p50_ms']} | {s['p99_ms']} |")
+    return rows

@@ -114,3 +114,37 @@ def test_an_unversioned_service_gets_one_backend_and_nothing_exposed_gets_404(ca
         edge.plan(built, {"canary_weight": 10})
     hidden = lab_model.build([dict(s, expose=False) for s in catalog], [{"name": "mesh-1", "address": "10.0.0.11"}], settings)
     assert "status 404" in edge.config(edge.plan(hidden))
+
+
+def test_the_config_sheds_excess_at_the_door_and_refuses_big_bodies(plan, model):
+    """Admission control (issue 24): a request limit per frontend server, a bounded queue whose overflow gets the
+    edge's own JSON 503 with Retry-After, and a 413 from the body's length before the body travels."""
+    cfg = edge.config(plan)
+    assert "timeout queue 1000ms" in cfg
+    assert cfg.count("maxconn 3 check inter") == len(plan["backends"])
+    assert cfg.count("http-error status 503 content-type application/json") == len(plan["backends"])
+    assert "hdr Retry-After 1 hdr X-Edge-Shed queue" in cfg
+    assert re.search(r"http-request return status 413 content-type application/json string '\{[^']*16384[^']*\}' "
+                     r"if \{ req.hdr_val\(content-length\) gt 16384 \}", cfg)
+    # Settings from the inventory, as Ansible hands them over (text), and refusals naming the option.
+    tuned = edge.config(edge.plan(model, {"server_maxconn": "5", "queue_timeout_ms": "250", "max_body_bytes": "1024"}))
+    assert "maxconn 5 check" in tuned and "timeout queue 250ms" in tuned and "gt 1024 }" in tuned
+    for key in ("server_maxconn", "queue_timeout_ms", "max_body_bytes"):
+        with pytest.raises(edge.EdgeError, match=key):
+            edge.plan(model, {key: 0})
+
+
+def test_the_edge_body_limit_is_the_frontends_own():
+    """mesh_edge_max_body_bytes (and edge.py's default) is the frontend's MAX_BODY_BYTES: a smaller one would
+    refuse what the service accepts, a larger one lets the service's reset reach the client."""
+    import os
+    import yaml
+
+    from testkit.lab import ROOT
+
+    with open(os.path.join(ROOT, "apps", "frontend", "src", "app.js"), encoding="utf-8") as fh:
+        [expr] = re.findall(r"const MAX_BODY_BYTES = ([0-9 *]+);", fh.read())
+    frontend_limit = eval(expr, {"__builtins__": {}})  # noqa: S307 - "16 * 1024", digits and * only
+    with open(os.path.join(ROOT, "inventory", "lab", "group_vars", "all", "edge.yml"), encoding="utf-8") as fh:
+        inventory_limit = yaml.safe_load(fh)["mesh_edge_max_body_bytes"]
+    assert frontend_limit == inventory_limit == edge.DEFAULTS["max_body_bytes"]

@@ -68,9 +68,11 @@ const POLICY = {
   ATTEMPT_TIMEOUT_MS: [integer(1, 600000), '250'], // one attempt
   RETRIES: [integer(0, 10), '3'],
   RETRY_BACKOFF_MS: [integer(0, 60000), '10'], // first backoff; decorrelated jitter, at most 20x
-  RETRY_BUDGET_PERCENT: [integer(0, 1000), '50'], // retries at most this % of the calls of the last 10 s ...
+  // Retries at most this % of the calls of the last 10 s (Google SRE's per-client budget: 10 %, so that retries
+  // add at most a tenth to a busy upstream's load) ...
+  RETRY_BUDGET_PERCENT: [integer(0, 1000), '10'],
   RETRY_BUDGET_MIN_PER_S: [integer(0, 100000), '10'], // ... or this many per second, whichever is more
-  BREAKER_FAILURES: [integer(1, 1000), '5'], // consecutive failed calls that open the breaker
+  BREAKER_FAILURES: [integer(1, 1000), '5'], // consecutive broken calls (502, not 504) that open the breaker
   BREAKER_HALF_OPEN_MS: [integer(1, 3600000), '5000'], // open -> half-open after this long
 };
 

@@ -4,8 +4,12 @@
  * caller-side resilience that Consul's built-in (L4) proxy does not have.
  *
  * Policies (cockatiel, see apps/README.md), outermost first:
- *   circuit breaker  opens after `breakerFailures` consecutive failed calls; while open, calls fail
- *                    at once (503 naming the upstream); half-opens after `breakerHalfOpenMs`
+ *   circuit breaker  opens after `breakerFailures` consecutive calls that failed because the upstream is
+ *                    broken or gone (5xx answers, refused or cut connections, after their retries); while
+ *                    open, calls fail at once (503 naming the upstream); half-opens after `breakerHalfOpenMs`.
+ *                    A call that only ran out of time (504) is no such failure: a busy upstream answers late,
+ *                    and opening the breaker on it turned a burst the mesh could carry into an outage
+ *                    (issue 24); the retry budget and the edge's concurrency limit are what bound a busy mesh
  *   retry            up to `retries` more attempts for idempotent GETs that failed with a
  *                    connection error, a 5xx answer or an attempt timeout, with decorrelated
  *                    jittered exponential backoff from `backoffMs`, while the retry budget allows
@@ -122,8 +126,10 @@ class UpstreamClient {
     // Who counts the calls, attempts and retries for /metrics (app.js sets it: Metrics.upstream()).
     this.observer = NO_OBSERVER;
 
-    // The breaker counts calls that failed after their retries; a rejected operand (422) is no failure.
-    this.breaker = circuitBreaker(handleWhen((err) => !(err instanceof UpstreamError && err.status === 422)), {
+    // The breaker counts calls that failed after their retries because the upstream is broken or gone (502:
+    // 5xx answers, connection errors, malformed answers); not a rejected operand (422), not a late answer (504).
+    this.breaker = circuitBreaker(handleWhen((err) => (err instanceof AttemptError || err instanceof UpstreamError)
+      && err.status === 502), {
       halfOpenAfter: breakerHalfOpenMs,
       breaker: new ConsecutiveBreaker(breakerFailures),
     });

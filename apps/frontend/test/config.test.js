@@ -18,7 +18,7 @@ describe('loadConfig', () => {
       attemptTimeoutMs: 250,
       retries: 3,
       backoffMs: 10,
-      retryBudget: { percent: 50, minPerSecond: 10 },
+      retryBudget: { percent: 10, minPerSecond: 10 },
       breakerFailures: 5,
       breakerHalfOpenMs: 5000,
       resilience: true,

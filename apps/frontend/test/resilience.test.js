@@ -156,6 +156,26 @@ describe('resilience against faulty instances', () => {
     }
   });
 
+  it('keeps the breaker closed for an upstream that is only slow: its calls time out (504), none is rejected', async () => {
+    // Every add-svc answer comes after the whole call's time: each compute fails with 504, as many as the
+    // breaker's limit and more, yet the breaker stays closed (a busy upstream is not a broken one); the test
+    // above is the control: the same number of 502s opens it.
+    const fe = await frontend({ UPSTREAM_BREAKER_FAILURES: '2', UPSTREAM_ATTEMPT_TIMEOUT_MS: '50', UPSTREAM_TIMEOUT_MS: '150' });
+    try {
+      await Promise.all(adds.map((a) => a.faults({ latency_ms: 400 })));
+      const statuses = [];
+      for (let i = 0; i < 4; i += 1) statuses.push((await compute(fe.url, { expression: '1+1' })).status);
+      const health = (await request(`${fe.url}/health`)).json.upstreams['add-svc'];
+      console.log(`add-svc 400 ms late: ${statuses.join(', ')}; breaker ${health.breaker}, rejected ${health.rejected}`);
+      assert.deepEqual(statuses, [504, 504, 504, 504]);
+      assert.equal(health.breaker, 'closed');
+      assert.equal(health.rejected, 0);
+    } finally {
+      await Promise.all(adds.map((a) => a.faults(null)));
+      await fe.close();
+    }
+  });
+
   it('stops retrying when the retry budget is spent', async () => {
     await Promise.all(subs.map((s) => s.faults({ error_rate: 1 })));
     const fe = await frontend({ UPSTREAM_RETRY_BUDGET_PERCENT: '0', UPSTREAM_RETRY_BUDGET_MIN_PER_S: '0', UPSTREAM_BREAKER_FAILURES: '100' });

@@ -9,6 +9,7 @@ from the lab model as Ansible resolves it for the scenario (testkit.lab).
 import csv
 import io
 import json
+import math
 import os
 import shlex
 import urllib.request
@@ -171,6 +172,12 @@ def edge_pids(host):
     """HAProxy's master pid and its workers' pids: the same after a change means no reload or restart."""
     return (host.check_output("systemctl show -p MainPID --value haproxy.service"),
             host.check_output("pgrep -u haproxy -x haproxy || true").split())
+
+
+def binomial_bounds(n, p, sigmas=4.5):
+    """The count range a fair split stays in but for about 1 in 150,000 runs (normal approximation)."""
+    spread = sigmas * math.sqrt(n * p * (1 - p))
+    return max(0, math.floor(n * p - spread)), math.ceil(n * p + spread)
 
 
 @pytest.fixture(scope="session")

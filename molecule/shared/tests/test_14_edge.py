@@ -6,7 +6,6 @@ would), except where a test needs the node's loopback (the frontends' own ports,
 """
 
 import json
-import math
 import socket
 import time
 import urllib.request
@@ -14,8 +13,8 @@ from collections import Counter
 
 import pytest
 
-from conftest import (edge_matches_consul, edge_pids, edge_servers, edge_stats, instances_of, passing_sidecars, run_playbook,
-                      systemd_only, wait_until)
+from conftest import (binomial_bounds, edge_matches_consul, edge_pids, edge_servers, edge_stats, instances_of,
+                      passing_sidecars, run_playbook, systemd_only, wait_until)
 from testkit.lab import BoundedLoad, load_summary
 
 pytestmark = systemd_only
@@ -80,19 +79,13 @@ def test_rate_limit_answers_429_with_json_and_retry_after(edge, model):
     time.sleep(2)
 
 
-def _binomial_bounds(n, p, sigmas=4.5):
-    """The count range a fair split stays in but for about 1 in 150,000 runs (normal approximation)."""
-    spread = sigmas * math.sqrt(n * p * (1 - p))
-    return max(0, math.floor(n * p - spread)), math.ceil(n * p + spread)
-
-
 def test_the_split_follows_the_weights_and_the_header_pins_the_canary(edge, model):
     """400 requests at the catalog's 90/10: v2's share within the binomial spread; with X-Canary: always every
     request goes to v2."""
     weights = {v["name"]: v["weight"] for v in next(s for s in model["catalog"] if s["name"] == "frontend")["versions"]}
     records = BoundedLoad(f"{edge['url']}/health", None, rate=40, seconds=10).start().join()
     versions = _versions(records)
-    low, high = _binomial_bounds(len(records), weights["v2"] / 100)
+    low, high = binomial_bounds(len(records), weights["v2"] / 100)
     print(f"weights {weights}: {dict(versions)} of {len(records)} (statuses {dict(Counter(r['status'] for r in records))}); "
           f"v2 expected within [{low}, {high}] (4.5 sigma)")
     assert all(r["status"] == 200 for r in records)
