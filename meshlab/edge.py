@@ -56,7 +56,7 @@ DEFAULTS = {
     # Admission control (docs/edge.md, "Overload"): requests at a time per frontend server, how long the rest may
     # wait for one, and the largest request body (the frontend's MAX_BODY_BYTES, apps/frontend/src/app.js).
     "server_maxconn": 3,
-    "queue_timeout_ms": 1000,
+    "queue_timeout_ms": 500,
     "max_body_bytes": 16384,
     "timeout_connect_ms": 1000,
     "timeout_server_ms": 5000,

@@ -120,7 +120,7 @@ def test_the_config_sheds_excess_at_the_door_and_refuses_big_bodies(plan, model)
     """Admission control (issue 24): a request limit per frontend server, a bounded queue whose overflow gets the
     edge's own JSON 503 with Retry-After, and a 413 from the body's length before the body travels."""
     cfg = edge.config(plan)
-    assert "timeout queue 1000ms" in cfg
+    assert "timeout queue 500ms" in cfg
     assert cfg.count("maxconn 3 check inter") == len(plan["backends"])
     assert cfg.count("http-error status 503 content-type application/json") == len(plan["backends"])
     assert "hdr Retry-After 1 hdr X-Edge-Shed queue" in cfg
