@@ -15,7 +15,7 @@ import json
 
 from . import SEED_EXPRESSION, SEED_RESULT
 from .catalog import LOOPBACK
-from .model import ModelError, instances_of, service
+from .model import ModelError, instances_of, ports_in_use, service
 
 OPTIONS = {
     "duration": 30,  # seconds of each wrk run of the compute benchmark
@@ -58,7 +58,7 @@ def problems(model, options):
     front = service(model, o["frontend"])
     if o["hop_service"] not in [u["service"] for u in front["upstreams"]]:
         found.append(f"mesh_bench_hop_service '{o['hop_service']}' must be an upstream of {o['frontend']}")
-    taken = {i["port"] for i in model["instances"]} | {i["sidecar_port"] for i in model["instances"]}
+    taken = ports_in_use(model)
     if o["direct_port"] in taken:
         found.append(f"mesh_bench_direct_port {o['direct_port']} is a catalog port: choose a free one")
     node = instances_of(model, o["frontend"])[0]["node"]

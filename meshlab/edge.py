@@ -29,7 +29,7 @@ What the edge does with the exposed service (at most one: the edge's port serves
 * a stats page and the Prometheus exporter on their own port.
 """
 
-from .model import EDGE
+from .model import EDGE, ports_in_use
 
 # The edge's own 503: the mesh is full (the queue timed out) or no server is up.
 SHED_BODY = '{"error": "the mesh is busy: try again in a second", "shed": "edge"}'
@@ -146,8 +146,7 @@ def plan(model, options=None):
     if unknown:
         raise EdgeError(f"edge_weights names {', '.join(unknown)}, which the edge does not serve "
                         f"(exposed: {', '.join(s['name'] for s in services) or 'none'})")
-    taken = {i["port"] for i in model["instances"]} | {i["sidecar_port"] for i in model["instances"]} \
-        | {i["admin_port"] for i in model["instances"]}
+    taken = ports_in_use(model)
     clash = [p for p in (opts["port"], opts["stats_port"]) if p in taken]
     if clash:
         raise EdgeError(f"edge port(s) {clash} are taken by catalog instances: move the edge or the service")

@@ -27,7 +27,7 @@ Client agents serve no HTTPS (their API listens on loopback only), so the ``cons
 only; the lab's tested layouts (one node; three servers) have no client agent.
 """
 
-from .model import EDGE, NODE_EXPORTER, PROMETHEUS
+from .model import EDGE, NODE_EXPORTER, PROMETHEUS, ports_in_use
 
 # Where Prometheus runs and the node exporters' port are the model's (model["metrics"]); these are how it scrapes.
 DEFAULTS = {
@@ -83,10 +83,7 @@ def plan(model, options=None):
     for key in ("scrape_interval", "retention"):
         if not _duration(opts[key]):
             raise MetricsError(f"mesh_metrics_{key} {opts[key]!r} is not a Prometheus duration (e.g. 5s, 1m, 2d)")
-    taken = {i["port"] for i in model["instances"]} | {i["sidecar_port"] for i in model["instances"]} \
-        | {i["admin_port"] for i in model["instances"]}
-    edge = model["edge"]
-    taken |= {edge["port"], edge["stats_port"]} if edge["nodes"] else set()
+    taken = ports_in_use(model, edge=True)
     clash = [f"{name} {port}" for name, port in ports.items() if port in taken]
     if clash:
         raise MetricsError(f"{', '.join(clash)}: taken by the catalog's instances or the edge: give them other ports")
@@ -98,7 +95,7 @@ def plan(model, options=None):
         "node_exporter_port": where["node_exporter_port"],
         "servers": where["servers"],
         "agents": where["agents"],
-        "edge_nodes": list(edge["nodes"]),
+        "edge_nodes": list(model["edge"]["nodes"]),
         "services": scraped,
         "instances": [i["id"] for i in model["instances"] if i["service"] in scraped],
     }

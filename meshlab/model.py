@@ -379,6 +379,17 @@ def node_services(model, node, address):
     return found
 
 
+def ports_in_use(model, edge=False):
+    """Every port the model's instances take on their nodes (app, sidecar, admin), and the edge's when `edge`:
+    what the edge, the metrics and the bench check their own ports against."""
+    taken = set()
+    for i in model["instances"]:
+        taken |= {i["port"], i["sidecar_port"], i["admin_port"]}
+    if edge and model["edge"]["nodes"]:
+        taken |= {model["edge"]["port"], model["edge"]["stats_port"]}
+    return taken
+
+
 def on_node(model, node):
     """The instances placed on `node`."""
     return [i for i in model["instances"] if i["node"] == node]

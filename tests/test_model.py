@@ -230,3 +230,12 @@ def test_the_tar_of_an_app_is_deterministic_and_holds_only_its_installed_files(t
     assert first.read_bytes() == second.read_bytes()
     with tarfile.open(first) as tar:
         assert tar.getnames() == apps.files(apps.SOURCE, "arith")
+
+
+def test_ports_in_use_are_every_instance_port_and_the_edges_on_request(model):
+    """One answer for the edge's, the metrics' and the bench's port checks (meshlab.model.ports_in_use)."""
+    instance_ports = {p for i in model["instances"] for p in (i["port"], i["sidecar_port"], i["admin_port"])}
+    assert lab_model.ports_in_use(model) == instance_ports
+    edge = {model["edge"]["port"], model["edge"]["stats_port"]}
+    assert lab_model.ports_in_use(model, edge=True) == instance_ports | edge
+    assert not edge & instance_ports  # so the edge's ports really come from the edge=True part
