@@ -101,7 +101,7 @@ def recap(output):
     return totals
 
 
-# --- bounded load: meshlab/load.py (scripts/lab's chaos probes use it too) ------------------
+# --- bounded load: testkit/load.py (scripts/lab's chaos probes use it too) ------------------
 
 from .load import BoundedLoad, NodeLoad, load_summary  # noqa: E402,F401 - the test suites import them from here
 

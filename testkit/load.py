@@ -139,7 +139,7 @@ print(_json.dumps(_load.join()), flush=True)
                  command=None):
         self.container = container
         # How to run `python3 - ARGS` on the node with this file on stdin: `podman exec -i <container>` unless
-        # another command prefix is given (e.g. `docker exec -i <name>` or `vagrant ssh <node> -c`).
+        # another command prefix is given (e.g. `docker exec -i <name> python3 -`, or `vagrant ssh <node> -- sudo python3 -`).
         self.command = command or ["podman", "exec", "-i", container, "python3", "-"]
         self.args = {"url": url, "body": body, "rate": rate, "seconds": seconds, "timeout": timeout,
                      "headers": headers or {}, "method": method, "closed": closed}
@@ -175,16 +175,18 @@ print(_json.dumps(_load.join()), flush=True)
         return json.loads(out)
 
 
+def percentile(ordered, p):
+    """The p-th percentile (nearest rank) of an ascending list, None when it is empty."""
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] if ordered else None
+
+
 def load_summary(records, ok=lambda r: r["status"] == 200):
     """Counts and latency percentiles of a list of load records."""
     lat = sorted(r["latency_ms"] for r in records)
 
-    def pct(p):
-        return lat[min(len(lat) - 1, int(round(p / 100 * (len(lat) - 1))))] if lat else None
-
     failed = [r for r in records if not ok(r)]
     return {"requests": len(records), "ok": len(records) - len(failed), "failed": len(failed),
-            "p50_ms": pct(50), "p99_ms": pct(99),
+            "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
             "first_failure_s": failed[0]["t"] if failed else None, "last_failure_s": failed[-1]["t"] if failed else None}
 
 
@@ -202,14 +204,10 @@ def overload_summary(rate, seconds, records, ok=lambda r: r["status"] == 200):
     admitted = [r for r in records if not is_shed(r) and r["status"] != 429]
     succeeded = [r for r in admitted if ok(r)]
     lat = sorted(r["latency_ms"] for r in admitted)
-
-    def pct(p):
-        return lat[min(len(lat) - 1, int(round(p / 100 * (len(lat) - 1))))] if lat else None
-
     return {"rate": rate, "seconds": seconds, "offered": len(records), "admitted": len(admitted),
             "succeeded": len(succeeded), "shed": len(shed), "limited": len(limited),
             "failed_inside": len(admitted) - len(succeeded), "goodput": round(len(succeeded) / seconds, 1),
-            "p50_ms": pct(50), "p99_ms": pct(99),
+            "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
             "shed_retry_after": sorted({r["headers"].get("retry-after") for r in shed}),
             "inside_statuses": dict(sorted(Counter(r["status"] or "no answer" for r in admitted if not ok(r)).items(),
                                            key=str))}
