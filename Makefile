@@ -9,7 +9,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # variables as provisioning), else inventory/lab.
 INVENTORY ?= $(if $(wildcard $(LAB_INVENTORY)/vagrant_ansible_inventory),$(LAB_INVENTORY),inventory/lab)
 SCENARIOS ?= default cluster consul-archive
-# The lab targets (click, status, chaos-*, canary, hammer, overload, dashboard, urls) talk to the Vagrant lab, or to the
+# The lab targets (click, status, chaos-*, canary, hammer, overload, trace, dashboard, urls) talk to the Vagrant lab, or to the
 # lab of any inventory given on the command line: `make click INVENTORY=path/to/inventory` (testkit/labctl.py).
 LAB = scripts/lab $(if $(filter command line environment,$(origin INVENTORY)),--inventory $(INVENTORY))
 
@@ -71,7 +71,7 @@ VAGRANT       ?= vagrant
 PROVIDER      ?=
 LAB_DIR       := $(or $(VAGRANT_DOTFILE_PATH),.vagrant)
 LAB_INVENTORY := $(LAB_DIR)/provisioners/ansible/inventory
-.PHONY: up down provision status click urls test-vagrant chaos-kill chaos-slow chaos-errors chaos-heal edge canary hammer overload dashboard screenshots
+.PHONY: up down provision status click urls test-vagrant chaos-kill chaos-slow chaos-errors chaos-heal edge canary hammer overload trace dashboard screenshots
 
 up: bootstrap ## Start the lab: vagrant up, provision, start-workloads; ends with the URLs and the profile used
 	@echo "==> vagrant up: decide provider and profile, boot the node(s)"
@@ -98,6 +98,9 @@ click: ## Send the sample request (1+1+2+...-5 = 9) to the frontend: prints the 
 
 urls: ## The lab's URLs (Consul UI, Nomad UI, the edge and its stats, the dashboard, Prometheus) and the profile in use
 	@$(LAB) urls
+
+trace: ## One compute through the edge as a tree of spans from Zipkin (service, instance, offset, duration, status); ID=... prints that trace
+	@$(LAB) trace $(if $(ID),--id $(ID))
 
 dashboard: ## The mesh dashboard (Prometheus' console /consoles/mesh.html): prints its address, opens it if there is a screen
 	@$(LAB) dashboard

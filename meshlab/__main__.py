@@ -26,13 +26,15 @@ def _yaml(relpath):
 
 def guest_ports():
     """Consul's HTTPS port (the UI and API from outside a node), Nomad's HTTP port, the lab's public port
-    (key "frontend": the edge, which serves the frontend) and Prometheus' (the dashboard; it runs on the first
-    Consul server, mesh-1), from the lab's group_vars."""
+    (key "frontend": the edge, which serves the frontend), Prometheus' (the dashboard) and Zipkin's (both run on
+    the first Consul server, mesh-1), from the lab's group_vars."""
     consul = _yaml("inventory/lab/group_vars/all/consul.yml")["mesh_consul_ports"]["https"]
     nomad = _yaml("inventory/lab/group_vars/all/nomad.yml")["mesh_nomad_ports"]["http"]
     edge = _yaml("inventory/lab/group_vars/all/edge.yml")["mesh_edge_port"]
     prometheus = _yaml("inventory/lab/group_vars/all/metrics.yml")["mesh_metrics_port"]
-    return {"consul_ui": int(consul), "nomad_ui": int(nomad), "frontend": int(edge), "prometheus": int(prometheus)}
+    zipkin = _yaml("inventory/lab/group_vars/all/tracing.yml")["mesh_tracing_port"]
+    return {"consul_ui": int(consul), "nomad_ui": int(nomad), "frontend": int(edge), "prometheus": int(prometheus),
+            "zipkin": int(zipkin)}
 
 
 def main(argv=None):

@@ -18,6 +18,7 @@ re-run addresses the same tokens.
                                                                   through their sidecars) and registration
     consul/metrics-reader          agents-read                    Prometheus' scrapes of the servers' /v1/agent/metrics
     consul/node-exporter           service identity node-exporter the node exporters' registrations
+    consul/zipkin                  service identity zipkin        Zipkin's registration and its sidecar (tracing)
 """
 
 
@@ -59,7 +60,7 @@ def workload_tokens(model, scheduler="systemd"):
     """The workloads' tokens, each a service identity: one per instance on the systemd scheduler (its
     registration and its sidecar use it), one per service on Nomad (allocations are not known in
     advance), with the file each token is written to and the nodes that get that file."""
-    from .model import EDGE, NODE_EXPORTER, PROMETHEUS, token_file
+    from .model import EDGE, NODE_EXPORTER, PROMETHEUS, ZIPKIN, token_file
 
     edge = model.get("edge") or {}
     lab_tokens = [{"secret": f"consul/{EDGE}", "description": f"workload {EDGE}", "name": EDGE, "nodes": edge["nodes"],
@@ -75,6 +76,11 @@ def workload_tokens(model, scheduler="systemd"):
             {"secret": f"consul/{NODE_EXPORTER}", "description": f"workload {NODE_EXPORTER}", "name": NODE_EXPORTER,
              "nodes": [], "file": None, "policies": [], "service_identities": [{"service_name": NODE_EXPORTER}]},
         ]
+    tracing = model.get("tracing") or {}
+    if tracing:
+        lab_tokens.append({"secret": f"consul/{ZIPKIN}", "description": f"workload {ZIPKIN}", "name": ZIPKIN,
+                           "nodes": [tracing["node"]], "file": tracing["token_file"], "policies": [],
+                           "service_identities": [{"service_name": ZIPKIN}]})
     if scheduler == "nomad":
         every = list(model["nodes"])
         return lab_tokens + [{"secret": f"consul/service-{s['name']}", "description": f"workload service {s['name']}",

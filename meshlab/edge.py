@@ -267,6 +267,9 @@ def config(edge_plan):
         lines.append("    http-request return status 404 content-type application/json "
                      "string '{\"error\": \"the catalog exposes no service (expose: true)\"}'")
     else:
+        # The trace id the exposed service answers with (X-Trace-Id, with tracing) beside the request in the edge's log.
+        lines.append("    declare capture response len 32")
+        lines.append("    http-response capture res.hdr(X-Trace-Id) id 0")
         lines.append("    http-response set-header X-Edge-Backend %b")
         lines.append("    http-response set-header X-Edge-Server %s")
         if edge_plan["canary"]:

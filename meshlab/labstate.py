@@ -13,7 +13,8 @@ vagrant/lab.rb writes ``$VAGRANT_DOTFILE_PATH/hello-servicemesh.json`` (default
       "servers":     ["mesh-1", "mesh-2", "mesh-3"],     # Consul servers (odd count)
       "ips":         ["192.168.56.11", ...],             # one per node, private network
       "containers":  ["hsm-mesh-1", ...] | null,         # docker provider only
-      "guest_ports": {"consul_ui": 8500, "nomad_ui": 4646, "frontend": 8080, "prometheus": 9090},
+      "guest_ports": {"consul_ui": 8500, "nomad_ui": 4646, "frontend": 8080, "prometheus": 9090,
+                      "zipkin": 9411},
       "host_ports":  {"consul_ui": 8500, ...},           # asked for (vagrant.yml)
       "forwarded":   {"consul_ui": 8500, ...}            # really forwarded from mesh-1 (optional)
     }
@@ -22,7 +23,7 @@ vagrant/lab.rb writes ``$VAGRANT_DOTFILE_PATH/hello-servicemesh.json`` (default
 import ipaddress
 import json
 
-PORT_KEYS = ("consul_ui", "nomad_ui", "frontend", "prometheus")
+PORT_KEYS = ("consul_ui", "nomad_ui", "frontend", "prometheus", "zipkin")
 PROVIDERS = ("virtualbox", "libvirt", "docker")
 
 

@@ -19,6 +19,7 @@ out), so the config uses only what 2.24 reads (``bearer_token_file``, no ``autho
     node      node-exporter (every workload node)  <node>:<node exporter port>/metrics         HTTP
     edge      edge (the edge nodes)                <node>:<meta metrics_port>/metrics          HTTP (HAProxy's exporter)
     prometheus  prometheus                         <node>:<port>/metrics                       HTTP
+    zipkin    zipkin (with tracing)                <node>:<port>/prometheus                    HTTP
 
 A new instance of a catalog service is scraped as soon as its sidecar is registered: no config change. Its
 series carry ``instance`` (the instance id, or the node for the others), ``service``, ``node`` and ``version``.
@@ -27,7 +28,7 @@ Client agents serve no HTTPS (their API listens on loopback only), so the ``cons
 only; the lab's tested layouts (one node; three servers) have no client agent.
 """
 
-from .model import EDGE, NODE_EXPORTER, PROMETHEUS, ports_in_use
+from .model import EDGE, NODE_EXPORTER, PROMETHEUS, ZIPKIN, ports_in_use
 
 # Where Prometheus runs and the node exporters' port are the model's (model["metrics"]); these are how it scrapes.
 DEFAULTS = {
@@ -49,7 +50,7 @@ FILES = {
 }
 DURATION_CHARS = set("0123456789smhdwy")
 # The Consul service each job but `mesh` discovers (config() asks for them; catalog_targets() counts them).
-JOB_SERVICES = {"consul": "consul", "node": NODE_EXPORTER, "edge": EDGE, "prometheus": PROMETHEUS}
+JOB_SERVICES = {"consul": "consul", "node": NODE_EXPORTER, "edge": EDGE, "prometheus": PROMETHEUS, "zipkin": ZIPKIN}
 
 
 class MetricsError(ValueError):
@@ -96,6 +97,7 @@ def plan(model, options=None):
         "servers": where["servers"],
         "agents": where["agents"],
         "edge_nodes": list(model["edge"]["nodes"]),
+        "tracing_node": (model.get("tracing") or {}).get("node"),
         "services": scraped,
         "instances": [i["id"] for i in model["instances"] if i["service"] in scraped],
     }
@@ -179,6 +181,13 @@ def config(metrics_plan):
             "relabel_configs": [address, *_NODE_LABELS],
         },
     ]
+    if metrics_plan.get("tracing_node"):
+        jobs.append({
+            "job_name": "zipkin",
+            "metrics_path": "/prometheus",
+            "consul_sd_configs": _sd(o, [JOB_SERVICES["zipkin"]]),
+            "relabel_configs": [address, *_NODE_LABELS],
+        })
     return {
         "global": {"scrape_interval": o["scrape_interval"], "evaluation_interval": o["scrape_interval"],
                    "scrape_timeout": o["scrape_interval"] if _seconds(o["scrape_interval"]) < 10 else "10s"},
@@ -205,6 +214,8 @@ def expected_targets(metrics_plan):
     found += [("node", n) for n in metrics_plan["agents"]]
     found += [("edge", n) for n in metrics_plan["edge_nodes"]]
     found.append(("prometheus", metrics_plan["node"]))
+    if metrics_plan.get("tracing_node"):
+        found.append(("zipkin", metrics_plan["tracing_node"]))
     return sorted(found)
 
 

@@ -15,9 +15,20 @@
     edge         the nodes that run the edge proxy (HAProxy, meshlab/edge.py) and its token file
     metrics      the node that runs Prometheus (meshlab/metrics.py), its ports and token file
                  ({} when the lab runs without metrics)
+    tracing      the node that runs Zipkin, its ports, the local port of every instance's tracing upstream,
+                 the sampling ratio and its token file ({} when the lab runs without tracing)
 
 ``node_services(model, node, address)`` are the lab's own services on a node that Consul lists beside
-the workloads (the edge, the node exporter, Prometheus), so that Prometheus finds them there.
+the workloads (the edge, the node exporter, Prometheus, Zipkin), so that Prometheus finds them there.
+
+Tracing: with ``tracing`` on, every instance's sidecar gets one more upstream, Zipkin (at the instance's
+loopback address, ``tracing_local_port``), and the app gets OpenTelemetry's standard variables pointing its span
+exporter there (OTEL_EXPORTER_ZIPKIN_ENDPOINT, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, the sampler and the
+batch processor's bounds). The spans travel through the mesh: mTLS to Zipkin's sidecar, allowed by an intention
+per service, like any call. The exporters are plain HTTP clients, and the sidecar's listener is where a plain
+client reaches a mesh service; Consul DNS would need every node's resolver to forward ``.consul`` and would
+carry the spans in clear text outside the mesh. The Nomad jobs carry no tracing upstream (Nomad cannot run
+here; their apps run untraced).
 
 Placement: a service without ``placement`` has its instances dealt round-robin
 over the workload nodes in inventory order, continuing from one service to the
@@ -61,6 +72,15 @@ DEFAULTS = {
     "metrics_node": None,  # the node that runs Prometheus (None: the first Consul server)
     "metrics_port": 9090,
     "node_exporter_port": 9100,
+    "tracing": False,  # Zipkin and the apps' spans (meshlab/tracing.py)
+    "tracing_node": None,  # the node that runs Zipkin (None: the metrics node, else the first Consul server)
+    "tracing_port": 9411,  # Zipkin's API and UI, on its node's address
+    "tracing_sidecar_port": 21411,  # Zipkin's sidecar (the apps' spans arrive there, mTLS)
+    "tracing_local_port": 19411,  # every instance's upstream listener to Zipkin, on the instance's loopback address
+    "tracing_sample_ratio": 1.0,  # the share of new traces kept (a request continues its caller's decision)
+    "tracing_queue_size": 2048,  # spans an app keeps waiting for export; more are dropped (and counted)
+    "tracing_batch_delay_ms": 500,  # how long an app gathers spans before it sends them
+    "tracing_export_timeout_ms": 2000,  # how long an app waits for Zipkin to take a batch
 }
 
 
@@ -138,6 +158,9 @@ def registration(instance, settings):
          "local_bind_port": up["local_port"]}
         for up in instance.get("upstreams") or []
     ]
+    if instance.get("tracing_port"):
+        upstreams.append({"destination_name": ZIPKIN, "local_bind_address": instance.get("upstream_address", LOOPBACK),
+                          "local_bind_port": instance["tracing_port"]})
     version = instance.get("version")
     return {
         "service": {
@@ -202,15 +225,37 @@ EDGE = "edge"
 PROMETHEUS = "prometheus"
 """Prometheus' identity in the mesh (it scrapes every service with metrics_path through its sidecar)."""
 NODE_EXPORTER = "node-exporter"
+ZIPKIN = "zipkin"
+"""Zipkin's name in Consul (its sidecar takes the apps' spans; every service may reach it when tracing is on)."""
 
 
-def intentions(catalog, metrics=True):
+def tracing_env(tracing, instance):
+    """OpenTelemetry's standard variables for one instance (read by the apps' SDKs), or {} without tracing."""
+    if not tracing:
+        return {}
+    attributes = [f"service.instance.id={instance['id']}"] + (
+        [f"service.version={instance['version']}"] if instance.get("version") else [])
+    return {
+        "OTEL_SERVICE_NAME": instance["service"],
+        "OTEL_RESOURCE_ATTRIBUTES": ",".join(attributes),
+        "OTEL_EXPORTER_ZIPKIN_ENDPOINT": f"http://{instance['upstream_address']}:{tracing['local_port']}/api/v2/spans",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": str(tracing["sample_ratio"]),
+        "OTEL_BSP_MAX_QUEUE_SIZE": str(tracing["queue_size"]),
+        "OTEL_BSP_SCHEDULE_DELAY": str(tracing["batch_delay_ms"]),
+        "OTEL_BSP_EXPORT_TIMEOUT": str(tracing["export_timeout_ms"]),
+    }
+
+
+def intentions(catalog, metrics=True, tracing=False):
     """The edges the catalog declares: each service may reach its upstreams, the edge the exposed services,
-    Prometheus (with `metrics`) the services that serve metrics."""
+    Prometheus (with `metrics`) the services that serve metrics, every service Zipkin (with `tracing`)."""
     edges = {(svc["name"], up["service"]) for svc in catalog for up in svc.get("upstreams") or []}
     edges |= {(EDGE, svc["name"]) for svc in catalog if svc.get("expose")}
     if metrics:
         edges |= {(PROMETHEUS, svc["name"]) for svc in catalog if svc.get("metrics_path")}
+    if tracing:
+        edges |= {(svc["name"], ZIPKIN) for svc in catalog}
     return [{"source": s, "destination": d, "action": "allow"} for s, d in sorted(edges)]
 
 
@@ -258,6 +303,8 @@ def build(catalog, nodes, settings=None):
     for svc in services:
         svc["revision"] = revisions[svc["app"]]
 
+    metrics = _metrics(settings, address)
+    tracing = _tracing(settings, address, metrics)
     instances = []
     dealt = 0  # round-robin position over all workload nodes, shared by services without placement
     for svc in services:
@@ -303,7 +350,9 @@ def build(catalog, nodes, settings=None):
                 "upstreams": list(svc["upstreams"]),
                 "upstream_address": upstream_address(i + 1),
                 "units": unit_names(iid),
+                "tracing_port": tracing["local_port"] if tracing else None,
             }
+            inst["env"].update(tracing_env(tracing, inst))
             inst["registration"] = registration(inst, settings)
             inst["sidecar_argv"] = sidecar_argv(iid, settings)
             inst["token_file"] = token_file(iid, settings)
@@ -330,11 +379,12 @@ def build(catalog, nodes, settings=None):
             for app in revisions
         },
         "runtimes": {lang: RUNTIMES[lang]["packages"] for lang in sorted({s["language"] for s in services})},
-        "intentions": intentions(catalog, bool(settings["metrics"])),
+        "intentions": intentions(catalog, bool(settings["metrics"]), bool(tracing)),
         # The edge (meshlab/edge.py): where it runs, and the file with its ACL token on those nodes.
         "edge": {"nodes": [n for n in settings["edge_nodes"] if n in address], "port": settings["edge_port"],
                  "stats_port": settings["edge_stats_port"], "token_file": token_file(EDGE, settings)},
-        "metrics": _metrics(settings, address),
+        "metrics": metrics,
+        "tracing": tracing,
     }
 
 
@@ -352,6 +402,23 @@ def _metrics(settings, address):
             "agents": nodes, "servers": servers, "token_file": token_file(PROMETHEUS, settings)}
 
 
+def _tracing(settings, address, metrics):
+    """Where Zipkin runs (a workload node: the metrics node by default, else the first Consul server) and what
+    every instance needs to send it spans; {} without tracing."""
+    if not settings["tracing"]:
+        return {}
+    servers = list((settings["groups"] or {}).get("consul_servers") or [])
+    nodes = list(address)
+    node = settings["tracing_node"] or (metrics or {}).get("node") or next((n for n in nodes if n in servers), nodes[0])
+    if node not in nodes:
+        raise ModelError(f"mesh_tracing_node '{node}' is not a workload node: pick one of {', '.join(nodes)}")
+    return {"node": node, "address": address[node], "port": settings["tracing_port"],
+            "sidecar_port": settings["tracing_sidecar_port"], "local_port": settings["tracing_local_port"],
+            "sample_ratio": float(settings["tracing_sample_ratio"]), "queue_size": settings["tracing_queue_size"],
+            "batch_delay_ms": settings["tracing_batch_delay_ms"],
+            "export_timeout_ms": settings["tracing_export_timeout_ms"], "token_file": token_file(ZIPKIN, settings)}
+
+
 def node_services(model, node, address):
     """[{id, secret, registration}] of the lab's own services on `node` (at `address`): the edge on an edge node, a
     node exporter on every workload node, Prometheus on its node; `secret` names the ACL token that
@@ -359,11 +426,12 @@ def node_services(model, node, address):
     settings = model["settings"]
     found = []
 
-    def add(name, port, secret, meta=None, check=None):
+    def add(name, port, secret, meta=None, check=None, connect=None):
         check = check or {"name": f"{name} listening", "tcp": f"{address}:{port}"}
         service = {"id": name, "name": name, "address": address, "port": port, "meta": meta or {},
                    "check": {"id": f"{name}-check", **check,
-                             "interval": settings["check_interval"], "timeout": settings["check_timeout"]}}
+                             "interval": settings["check_interval"], "timeout": settings["check_timeout"]},
+                   **({"connect": connect} if connect else {})}
         found.append({"id": name, "secret": secret, "registration": {"service": service}})
 
     edge = model["edge"]
@@ -376,6 +444,16 @@ def node_services(model, node, address):
         add(NODE_EXPORTER, metrics["node_exporter_port"], f"consul/{NODE_EXPORTER}")
     if metrics and node == metrics["node"]:
         add(PROMETHEUS, metrics["port"], f"consul/{PROMETHEUS}")
+    tracing = model.get("tracing") or {}
+    if tracing and node == tracing["node"]:
+        # Zipkin's sidecar (unit mesh-sidecar-zipkin, role zipkin) takes the apps' spans over mTLS and hands them to
+        # Zipkin on its node's address (where its UI also listens); registered like the instances' sidecars.
+        sidecar = registration({"id": ZIPKIN, "service": ZIPKIN, "address": address, "node_address": address,
+                                "port": tracing["port"], "sidecar_port": tracing["sidecar_port"],
+                                "health_path": "/health", "upstreams": []}, settings)["service"]["connect"]
+        sidecar["sidecar_service"]["proxy"]["local_service_address"] = address
+        add(ZIPKIN, tracing["port"], f"consul/{ZIPKIN}", None,
+            {"name": "zipkin ready", "http": f"http://{address}:{tracing['port']}/health"}, sidecar)
     return found
 
 
@@ -387,6 +465,9 @@ def ports_in_use(model, edge=False):
         taken |= {i["port"], i["sidecar_port"], i["admin_port"]}
     if edge and model["edge"]["nodes"]:
         taken |= {model["edge"]["port"], model["edge"]["stats_port"]}
+    tracing = model.get("tracing") or {}
+    if tracing:
+        taken |= {tracing["port"], tracing["sidecar_port"]}
     return taken
 
 

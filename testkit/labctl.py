@@ -21,6 +21,9 @@ Prometheus' node, the secrets beside the inventory.
   scripts/lab overload [--steps 20,60,120,200] [--seconds 10]
                         a step load through the edge from the edge node's loopback (the rate limit exempts it):
                         per step offered, admitted, succeeded, shed at the edge (503), failed inside, p50/p99
+  scripts/lab trace [--id ID]
+                        one compute through the edge (or the trace ID), printed as a tree from Zipkin: service,
+                        instance, span, start offset, duration, status; and its address in Zipkin's UI
   scripts/lab dashboard the mesh dashboard's address (Prometheus' console), opened in a browser if there is a screen
   scripts/lab screenshots
                         pictures for the README (docs/img/): the dashboard during a bounded load with one add-svc
@@ -46,7 +49,7 @@ from collections import Counter
 from meshlab import SEED_EXPRESSION, SEED_RESULT, labstate, metrics, secrets
 from testkit.lab import resolved_model, secrets_dir
 from testkit.load import BoundedLoad, NodeLoad, load_summary, overload_summary, overload_table
-from testkit.observe import DASHBOARD_PATH, Prometheus
+from testkit.observe import DASHBOARD_PATH, Prometheus, Zipkin, trace_tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOTFILE = os.path.join(ROOT, os.environ.get("VAGRANT_DOTFILE_PATH") or ".vagrant")
@@ -190,7 +193,8 @@ class InventoryLab:
     def guest_port(self, key):
         settings = self.model["settings"]
         return {"frontend": self.model["edge"]["port"], "consul_ui": settings["consul_ports"].get("https", 8501),
-                "prometheus": (self.model.get("metrics") or {}).get("port"), "nomad_ui": 4646}[key]
+                "prometheus": (self.model.get("metrics") or {}).get("port"), "nomad_ui": 4646,
+                "zipkin": (self.model.get("tracing") or {}).get("port")}[key]
 
     def endpoint(self, key):
         """host:port of `key` (frontend: the edge; consul_ui: the first Consul server's HTTPS; prometheus)."""
@@ -202,6 +206,10 @@ class InventoryLab:
             node = (self.model.get("metrics") or {}).get("node")
             if not node:
                 raise LabError("this inventory runs no Prometheus (mesh_metrics_enabled is false)")
+        elif key == "zipkin":
+            node = (self.model.get("tracing") or {}).get("node")
+            if not node:
+                raise LabError("this inventory runs no Zipkin (mesh_tracing_enabled is false, or its jar was not found)")
         else:
             node = (self.model["settings"]["groups"].get("consul_servers") or list(self.model["nodes"]))[0]
         return f"{self._address(node)}:{self.guest_port(key)}"
@@ -224,8 +232,9 @@ def cmd_urls(lab, _args):
     if not lab.vagrant:
         print(f"{BOLD}Lab{RESET}: {lab.state['provider']}, nodes: {', '.join(lab.state['nodes'])}")
         for key, what in (("frontend", "Edge (POST /api/v1/compute; `make click`)"),
-                          ("consul_ui", "Consul UI (https, /ui/)"), ("prometheus", "Prometheus (dashboard: "
-                                                                                    f"{DASHBOARD_PATH})")):
+                          ("consul_ui", "Consul UI (https, /ui/)"),
+                          ("prometheus", f"Prometheus (dashboard: {DASHBOARD_PATH})"),
+                          ("zipkin", "Zipkin (traces: /zipkin/; `make trace`)")):
             try:
                 print(f"  {what:<40} {lab.endpoint(key)}")
             except LabError as exc:
@@ -258,6 +267,8 @@ def cmd_urls(lab, _args):
         print(f"  Edge stats  http://{stats_host}:{EDGE_STATS_PORT}/   (HAProxy's servers, UP/DOWN; Prometheus: /metrics)")
     print(f"  Dashboard   http://127.0.0.1:{ports['prometheus']}{DASHBOARD_PATH}   (the mesh, live: `make dashboard`)")
     print(f"  Prometheus  http://127.0.0.1:{ports['prometheus']}/graph   (every part of the lab, found in Consul)")
+    if ports.get("zipkin"):
+        print(f"  Zipkin      http://127.0.0.1:{ports['zipkin']}/zipkin/   (one request's path through the mesh: `make trace`)")
     if st.get("ips"):
         print(f"  Nodes       {', '.join(f'{n} {ip}' for n, ip in zip(st['nodes'], st['ips']))} (private network)")
     print("Next: make click | make status | vagrant ssh mesh-1 | make down")
@@ -350,6 +361,39 @@ def cmd_click(lab, args):
     print(f"result: {result}" + ("" if good else f"   {RED}(expected {args.expect}){RESET}"))
     print("answered: " + ", ".join(f"{iid} ({n} call{'s' if n != 1 else ''})" for iid, n in sorted(counts.items())))
     return 0 if good else 1
+
+
+def cmd_trace(lab, args):
+    """One compute through the edge (or the trace args.id) as a tree of its spans in Zipkin."""
+    zipkin = Zipkin(f"http://{lab.endpoint('zipkin')}")
+    trace_id = args.id
+    if not trace_id:
+        url = f"http://{lab.endpoint('frontend')}/api/v1/compute"
+        print(f"POST {url} {{\"expression\": \"{args.expression}\"}}")
+        req = urllib.request.Request(url, data=json.dumps({"expression": args.expression}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                status, headers, answer = resp.status, resp.headers, json.load(resp)
+        except urllib.error.HTTPError as exc:
+            status, headers, answer = exc.code, exc.headers, json.load(exc)
+        trace_id = headers.get("X-Trace-Id") or answer.get("trace_id")
+        print(f"HTTP {status}, result {answer.get('result')}, {len(answer.get('calls', []))} calls, trace {trace_id}")
+        if not trace_id:
+            print(f"{RED}no trace id in the answer{RESET}: the frontend runs untraced (mesh_tracing_enabled false, or "
+                  "the Zipkin jar was not found: see the Facts play's output of `make start-workloads`)")
+            return 1
+    spans = zipkin.wait_trace(trace_id, spans=1, timeout=args.timeout)
+    if not spans:
+        print(f"{RED}Zipkin has no span of trace {trace_id}{RESET} after {args.timeout:.0f} s "
+              "(sampled out, or the spans were dropped: the apps' tracing_spans_dropped_total)")
+        return 1
+    services = sorted({(s.get("localEndpoint") or {}).get("serviceName", "?") for s in spans})
+    print(f"{len(spans)} spans from {', '.join(services)}:")
+    for line in trace_tree(spans):
+        print("  " + line)
+    print(f"Zipkin UI: {zipkin.ui_url(trace_id)}")
+    return 0
 
 
 def _probe(lab, label, seconds=5, rate=10, meanwhile=None):
@@ -543,6 +587,10 @@ def main():
     chaos.add_argument("--service", default="add-svc")
     chaos.add_argument("--ms", type=int, default=300)
     chaos.add_argument("--rate", type=float, default=0.5)
+    trace = sub.add_parser("trace", help="one compute through the edge (or --id ID) as a tree of spans from Zipkin")
+    trace.add_argument("--id", default="", help="a trace id to print (default: send a compute and print its trace)")
+    trace.add_argument("--expression", default=SEED_EXPRESSION)
+    trace.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for the trace's spans")
     sub.add_parser("dashboard", help="the mesh dashboard's address (opened where there is a screen)")
     shots = sub.add_parser("screenshots", help="the README's pictures of the dashboard and the Consul UI")
     shots.add_argument("--out", default=os.path.join(ROOT, "docs", "img"))
@@ -553,7 +601,7 @@ def main():
         vagrant = not args.inventory or os.path.realpath(args.inventory) == os.path.realpath(VAGRANT_INVENTORY)
         lab = Lab(load_state()) if vagrant else InventoryLab(args.inventory)
         return {"urls": cmd_urls, "status": cmd_status, "click": cmd_click, "hammer": cmd_hammer, "overload": cmd_overload,
-                "split": cmd_split,
+                "split": cmd_split, "trace": cmd_trace,
                 "chaos": cmd_chaos, "dashboard": cmd_dashboard, "screenshots": cmd_screenshots}[args.command](lab, args)
     except LabError as exc:
         print(f"{RED}lab:{RESET} {exc}", file=sys.stderr)

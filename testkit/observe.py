@@ -1,6 +1,8 @@
-"""Looking at the lab from the controller: Prometheus' API, and the dashboard and the Consul UI in a headless browser.
+"""Looking at the lab from the controller: Prometheus' and Zipkin's APIs, a trace as a tree, and the dashboard, the
+Consul UI and Zipkin's UI in a headless browser.
 
-The metrics tests (molecule/*/tests) and `make screenshots` / `make dashboard` (scripts/lab) use it. Only for
+The metrics and tracing tests (molecule/*/tests) and `make screenshots` / `make dashboard` / `make trace`
+(scripts/lab) use it. Only for
 the lab's own nodes and loopback. The browser is Debian's Chromium driven by Playwright (its Python package,
 pinned in requirements.txt; it never downloads a browser of its own here).
 """
@@ -9,6 +11,7 @@ import json
 import os
 import time
 from datetime import datetime
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -65,6 +68,88 @@ class Prometheus:
                 raise AssertionError(f"targets of {jobs} not scraped after {moment:.1f}: "
                                      f"{[(t['instance'], t['last_scrape']) for t in targets]}")
             time.sleep(0.5)
+
+
+class Zipkin:
+    """Zipkin's HTTP API at `url` (http://<node>:<port>): traces as lists of Zipkin v2 spans."""
+
+    def __init__(self, url):
+        self.url = url.rstrip("/")
+
+    def trace(self, trace_id):
+        """The spans Zipkin has of `trace_id` ([] when it has none)."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v2/trace/{trace_id}", timeout=10) as resp:
+                return json.load(resp)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return []
+            raise
+
+    def wait_trace(self, trace_id, spans=1, timeout=20.0, settle=1.5):
+        """The trace once it has at least `spans` spans and no new one came for `settle` seconds (the apps send
+        their batches every half second), or what Zipkin has at the timeout."""
+        deadline = time.time() + timeout
+        found, since = [], time.time()
+        while time.time() < deadline:
+            now = self.trace(trace_id)
+            if len(now) != len(found):
+                found, since = now, time.time()
+            elif len(found) >= spans and time.time() - since >= settle:
+                return found
+            time.sleep(0.25)
+        return found
+
+    def ui_url(self, trace_id=None):
+        return f"{self.url}/zipkin/" + (f"traces/{trace_id}" if trace_id else "")
+
+
+def span_instance(span):
+    """The instance id a span carries (the resource's service.instance.id, or mesh.instance)."""
+    tags = span.get("tags") or {}
+    return tags.get("service.instance.id") or tags.get("mesh.instance")
+
+
+def span_failed(span):
+    """Whether the span ended in error (OpenTelemetry's status, as Zipkin's exporters tag it)."""
+    tags = span.get("tags") or {}
+    return "error" in tags or tags.get("otel.status_code") == "ERROR"
+
+
+def trace_tree(spans):
+    """The trace as lines of an indented tree, children in start order: start offset from the root (ms), duration
+    (ms), service, instance, span name, status (ok / error: its description / the HTTP status)."""
+    if not spans:
+        return []
+    by_id = {s["id"]: s for s in spans}
+    children = {}
+    roots = []
+    for s in sorted(spans, key=lambda s: s.get("timestamp", 0)):
+        if s.get("parentId") in by_id:
+            children.setdefault(s["parentId"], []).append(s)
+        else:
+            roots.append(s)
+    start = min(s.get("timestamp", 0) for s in spans)
+    lines = [f"{'offset':>8} {'duration':>9}  span (service, instance: name, status)"]
+
+    def walk(span, depth):
+        tags = span.get("tags") or {}
+        status = "error" if span_failed(span) else "ok"
+        if span_failed(span) and tags.get("error") not in (None, "", "true"):
+            status += f": {tags['error']}"
+        code = tags.get("http.response.status_code") or tags.get("http.status_code")
+        if code:
+            status += f" (HTTP {code})"
+        who = (span.get("localEndpoint") or {}).get("serviceName", "?")
+        attempt = f" attempt {tags['mesh.attempt']}" if "mesh.attempt" in tags else ""
+        lines.append(f"{(span.get('timestamp', 0) - start) / 1000:>6.1f}ms {span.get('duration', 0) / 1000:>7.1f}ms  "
+                     f"{'  ' * depth}{who}, {span_instance(span) or '?'}: {span.get('name', '?')}{attempt}, {status}")
+        for child in children.get(span["id"], []):
+            walk(child, depth + 1)
+
+    for root in roots:
+        walk(root, 0)
+    return lines
 
 
 def _epoch(rfc3339):

@@ -18,9 +18,9 @@ GOOD = {
     "servers": ["mesh-1", "mesh-2", "mesh-3"],
     "ips": ["192.168.56.11", "192.168.56.12", "192.168.56.13"],
     "containers": ["hsm-mesh-1", "hsm-mesh-2", "hsm-mesh-3"],
-    "guest_ports": {"consul_ui": 8500, "nomad_ui": 4646, "frontend": 8080, "prometheus": 9090},
-    "host_ports": {"consul_ui": 8500, "nomad_ui": 4646, "frontend": 8080, "prometheus": 9090},
-    "forwarded": {"consul_ui": 8500, "nomad_ui": 4647, "frontend": None, "prometheus": 9090},
+    "guest_ports": {"consul_ui": 8500, "nomad_ui": 4646, "frontend": 8080, "prometheus": 9090, "zipkin": 9411},
+    "host_ports": {"consul_ui": 8500, "nomad_ui": 4646, "frontend": 8080, "prometheus": 9090, "zipkin": 9411},
+    "forwarded": {"consul_ui": 8500, "nomad_ui": 4647, "frontend": None, "prometheus": 9090, "zipkin": 9411},
 }
 
 

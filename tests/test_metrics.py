@@ -30,7 +30,7 @@ def test_prometheus_runs_on_the_first_server_and_expects_every_part(plan, model)
 
 
 def test_every_job_discovers_its_targets_in_consul(jobs):
-    assert sorted(jobs) == ["consul", "edge", "mesh", "node", "prometheus"]
+    assert sorted(jobs) == ["consul", "edge", "mesh", "node", "prometheus", "zipkin"]
     for job in jobs.values():
         assert "static_configs" not in job
         [sd] = job["consul_sd_configs"]
@@ -110,7 +110,7 @@ def test_the_consul_servers_are_scraped_over_https_with_the_token(jobs, plan):
 def test_each_node_registers_the_lab_services_it_runs(model):
     found = {node: {s["id"]: s for s in lab_model.node_services(model, node, f"10.0.0.{10 + n}")}
              for n, node in enumerate(model["nodes"], 1)}
-    assert sorted(found["mesh-1"]) == ["edge", "node-exporter", "prometheus"]
+    assert sorted(found["mesh-1"]) == ["edge", "node-exporter", "prometheus", "zipkin"]
     assert sorted(found["mesh-2"]) == sorted(found["mesh-3"]) == ["node-exporter"]
     edge = found["mesh-1"]["edge"]["registration"]["service"]
     assert (edge["port"], edge["meta"]) == (8080, {"metrics_port": "8404"})
@@ -118,6 +118,13 @@ def test_each_node_registers_the_lab_services_it_runs(model):
     exporter = found["mesh-2"]["node-exporter"]
     assert exporter["registration"]["service"]["check"]["tcp"] == "10.0.0.12:9100"
     assert exporter["secret"] == "consul/node-exporter"
+    # Zipkin (tracing) on Prometheus' node: its own HTTP check, and a sidecar that hands spans to it on the node's address.
+    zipkin = found["mesh-1"]["zipkin"]
+    service = zipkin["registration"]["service"]
+    assert (service["port"], service["check"]["http"], zipkin["secret"]) == (9411, "http://10.0.0.11:9411/health", "consul/zipkin")
+    sidecar = service["connect"]["sidecar_service"]
+    assert (sidecar["address"], sidecar["port"]) == ("10.0.0.11", 21411)
+    assert (sidecar["proxy"]["local_service_address"], sidecar["proxy"]["local_service_port"]) == ("10.0.0.11", 9411)
 
 
 def test_prometheus_has_its_own_identity_and_a_token_that_only_reads_agents(model):
@@ -136,7 +143,8 @@ def test_without_metrics_there_is_no_prometheus(catalog, settings):
     model = lab_model.build(catalog, [{"name": "mesh-1", "address": "10.0.0.11"}], {**settings, "metrics": False})
     assert model["metrics"] == {} and metrics.plan(model) is None
     assert not any(i["source"] == "prometheus" for i in model["intentions"])
-    assert [s["id"] for s in lab_model.node_services(model, "mesh-1", "10.0.0.11")] == ["edge"]
+    # Zipkin does not need Prometheus (it runs on the first Consul server then).
+    assert [s["id"] for s in lab_model.node_services(model, "mesh-1", "10.0.0.11")] == ["edge", "zipkin"]
     assert "prometheus" not in {t["name"] for t in acl.workload_tokens(model)}
 
 

@@ -136,7 +136,12 @@ def test_registration_says_where_the_app_and_its_sidecar_listen(model, settings)
     assert sidecar["proxy"]["config"] == {"bind_address": "10.0.0.12"}
     assert sidecar["proxy"]["upstreams"] == [
         {"destination_name": "add-svc", "local_bind_address": "127.0.0.1", "local_bind_port": 9191},
-        {"destination_name": "sub-svc", "local_bind_address": "127.0.0.1", "local_bind_port": 9192}]
+        {"destination_name": "sub-svc", "local_bind_address": "127.0.0.1", "local_bind_port": 9192},
+        # Tracing: the app's spans go to Zipkin through this sidecar too.
+        {"destination_name": "zipkin", "local_bind_address": "127.0.0.1", "local_bind_port": 19411}]
+    assert front["env"]["OTEL_EXPORTER_ZIPKIN_ENDPOINT"] == "http://127.0.0.1:19411/api/v2/spans"
+    assert front["env"]["OTEL_RESOURCE_ATTRIBUTES"] == "service.instance.id=frontend-1,service.version=v1"
+    assert front["env"]["OTEL_SERVICE_NAME"] == "frontend"
     add = next(i for i in model["instances"] if i["id"] == "add-svc-1")["registration"]["service"]
     assert add["address"] == LOOPBACK  # the app listens on loopback only: its DNS answer says so
 
@@ -151,13 +156,17 @@ def test_sidecar_argv(model, settings):
 
 def test_intentions_are_the_declared_edges(model):
     assert model["intentions"] == [
+        {"source": "add-svc", "destination": "zipkin", "action": "allow"},
         {"source": "edge", "destination": "frontend", "action": "allow"},
         {"source": "frontend", "destination": "add-svc", "action": "allow"},
         {"source": "frontend", "destination": "sub-svc", "action": "allow"},
+        {"source": "frontend", "destination": "zipkin", "action": "allow"},
         # Prometheus scrapes every service with metrics_path through its sidecar.
         {"source": "prometheus", "destination": "add-svc", "action": "allow"},
         {"source": "prometheus", "destination": "frontend", "action": "allow"},
-        {"source": "prometheus", "destination": "sub-svc", "action": "allow"}]
+        {"source": "prometheus", "destination": "sub-svc", "action": "allow"},
+        # With tracing, every service sends its spans to Zipkin through the mesh.
+        {"source": "sub-svc", "destination": "zipkin", "action": "allow"}]
 
 
 def test_the_model_built_in_python_is_json_and_the_one_ansible_resolves(model):
@@ -235,7 +244,8 @@ def test_the_tar_of_an_app_is_deterministic_and_holds_only_its_installed_files(t
 def test_ports_in_use_are_every_instance_port_and_the_edges_on_request(model):
     """One answer for the edge's, the metrics' and the bench's port checks (meshlab.model.ports_in_use)."""
     instance_ports = {p for i in model["instances"] for p in (i["port"], i["sidecar_port"], i["admin_port"])}
-    assert lab_model.ports_in_use(model) == instance_ports
+    zipkin = {model["tracing"]["port"], model["tracing"]["sidecar_port"]}
+    assert lab_model.ports_in_use(model) == instance_ports | zipkin
     edge = {model["edge"]["port"], model["edge"]["stats_port"]}
-    assert lab_model.ports_in_use(model, edge=True) == instance_ports | edge
+    assert lab_model.ports_in_use(model, edge=True) == instance_ports | zipkin | edge
     assert not edge & instance_ports  # so the edge's ports really come from the edge=True part

@@ -4,7 +4,7 @@ Every filter here only forwards to meshlab, so that playbooks, roles, tests,
 bench/ and scripts/ derive each fact from the same code.
 """
 
-from meshlab import acl, apps, bench, catalog, edge, metrics, model, nomad, profile, secrets
+from meshlab import acl, apps, bench, catalog, edge, metrics, model, nomad, profile, secrets, tracing
 
 
 def mesh_lab_model(mesh_catalog, node_names, node_addresses, settings):
@@ -56,6 +56,15 @@ def mesh_metrics_problems(lab_model, options):
     return metrics.problems(lab_model, options)
 
 
+def mesh_tracing_plan(lab_model, options):
+    """meshlab.tracing.plan: how Zipkin and its sidecar run (raises with the option to fix)."""
+    return tracing.plan(lab_model, options)
+
+
+def mesh_tracing_problems(lab_model, options):
+    return tracing.problems(lab_model, options)
+
+
 def mesh_node_services(lab_model, node, address):
     """meshlab.model.node_services: the lab's own services on `node`, with the secret name of each one's token."""
     return model.node_services(lab_model, node, address)
@@ -83,6 +92,8 @@ class FilterModule:
             "mesh_metrics_config": metrics.config,
             "mesh_metrics_targets": metrics.expected_targets,
             "mesh_node_services": mesh_node_services,
+            "mesh_tracing_plan": mesh_tracing_plan,
+            "mesh_tracing_problems": mesh_tracing_problems,
             "mesh_acl_policies": acl.policies,
             "mesh_acl_tokens": acl.tokens,
             "mesh_acl_workload_tokens": acl.workload_tokens,
