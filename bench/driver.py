@@ -13,8 +13,9 @@ What it does, in this order:
 2. warms each path up (wrk, not recorded);
 3. the compute benchmark: `rounds` rounds of wrk (`threads` threads,
    `connections` connections, `duration` seconds) against the frontend of the
-   mesh and against the direct path, alternating A B / B A from round to round
-   so that drift of a noisy machine hits both paths alike;
+   mesh and against the direct path (with tracing, also the mesh path with every
+   request's trace context unsampled), alternating A B C / C B A from round to
+   round so that drift of a noisy machine hits every path alike;
 4. the one-hop micro benchmark: one add-svc call straight to the app's port
    versus through the frontend sidecar's upstream listener (outbound proxy,
    mTLS, inbound proxy), alternated the same way;
@@ -359,6 +360,11 @@ def main() -> int:
     hop = cfg["hop"]
     hop_env = {"BENCH_METHOD": "GET", "BENCH_EXPECT": f'"result":{hop["expected_result"]},'}
 
+    def path_env(env, path):
+        """The bench's environment for wrk's script, plus the path's own request header (bench/request.lua)."""
+        tp = (cfg.get("path_headers") or {}).get(path, {}).get("traceparent")
+        return {**env, "BENCH_TRACEPARENT": tp} if tp else env
+
     for path, url in cfg["paths"].items():
         bad = check_path(url, "POST", compute_env["BENCH_BODY"], compute_env["BENCH_EXPECT"])
         if bad:
@@ -372,13 +378,14 @@ def main() -> int:
     if not problems:
         # Warm-up, not recorded: JIT, connection pools, proxies' upstream connections.
         for path, url in cfg["paths"].items():
-            run_wrk(cfg, url, cfg["warmup"], cfg["threads"], cfg["connections"], compute_env,
+            run_wrk(cfg, url, cfg["warmup"], cfg["threads"], cfg["connections"], path_env(compute_env, path),
                     args.lua, components, sample=False)
         for bench, settings, env in (("compute", cfg, compute_env), ("hop", hop, hop_env)):
             for seq, (rnd, path) in enumerate(alternate(list(settings["paths"]), cfg["rounds"])):
                 print(f"{bench} round {rnd} {path}: {settings['duration']} s", file=sys.stderr, flush=True)
                 res = run_wrk(cfg, settings["paths"][path], settings["duration"], settings["threads"],
-                              settings["connections"], env, args.lua, components, sample=True)
+                              settings["connections"], path_env(env, path) if bench == "compute" else env,
+                              args.lua, components, sample=True)
                 res.update({"bench": bench, "path": path, "round": rnd, "seq": seq,
                             "threads": settings["threads"], "connections": settings["connections"]})
                 problems += run_problems(f"{bench} round {rnd} {path}", res)

@@ -2,6 +2,7 @@
 --   BENCH_METHOD  GET or POST (default GET)
 --   BENCH_BODY    request body sent with Content-Type: application/json (POST only)
 --   BENCH_EXPECT  text every 200 answer must contain, e.g. "result":9,
+--   BENCH_TRACEPARENT  optional: a W3C traceparent sent with every request (the unsampled path)
 -- Every 200 answer whose body lacks BENCH_EXPECT counts as a wrong answer; the
 -- driver treats it like an error or a non-2xx answer: the run is invalid.
 -- done() prints one line `BENCH_JSON {...}` with wrk's exact counters and
@@ -10,8 +11,12 @@
 local method = os.getenv("BENCH_METHOD") or "GET"
 local body = os.getenv("BENCH_BODY")
 local expect = os.getenv("BENCH_EXPECT") or ""
+local traceparent = os.getenv("BENCH_TRACEPARENT")
 
 wrk.method = method
+if traceparent and traceparent ~= "" then
+  wrk.headers["traceparent"] = traceparent
+end
 if method == "POST" then
   wrk.headers["Content-Type"] = "application/json"
   wrk.body = body or ""

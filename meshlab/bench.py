@@ -8,7 +8,10 @@
   upstream URLs are the app ports of upstream instances on the same node, no proxy;
 * the one-hop micro benchmark: one call of ``hop_service`` straight to an instance's
   app port, and through the frontend sidecar's upstream listener;
-* the components whose CPU and memory the driver samples, each with its group.
+* the components whose CPU and memory the driver samples, each with its group;
+* with tracing, a third compute path: the mesh path with every request's ``traceparent`` unsampled, so that no
+  app records or sends a span (what the lab costs untraced, next to the mesh path at the lab's sampling ratio),
+  and Zipkin with its sidecar among the components when they run on the bench node.
 """
 
 import json
@@ -30,6 +33,8 @@ OPTIONS = {
     "user": "mesh",
     "timeout": "5s",
 }
+# An unsampled W3C trace context (flags 00): the apps follow their caller's decision and record nothing.
+UNSAMPLED_TRACEPARENT = "00-" + "b" * 32 + "-" + "c" * 16 + "-00"
 HARDENING = ["NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "PrivateDevices=yes"]
 
 
@@ -37,10 +42,12 @@ def hop_duration(duration):
     return max(int(duration) // 3, 1)
 
 
-def expected_seconds(options):
-    """How long the driver runs with these options (for progress output and the async timeout)."""
+def expected_seconds(options, paths=2):
+    """How long the driver runs with these options and this many compute paths (for progress output and the
+    async timeout)."""
     o = {**OPTIONS, **options}
-    return (int(o["duration"]) + hop_duration(o["duration"])) * 2 * int(o["rounds"]) + 2 * int(o["warmup"]) + 10
+    return ((int(o["duration"]) * paths + hop_duration(o["duration"]) * 2) * int(o["rounds"])
+            + paths * int(o["warmup"]) + 10)
 
 
 def problems(model, options):
@@ -119,13 +126,24 @@ def plan(model, options=None):
     if metrics and node in metrics["agents"]:
         components.append({"name": "node exporter", "unit": "prometheus-node-exporter.service", "kind": "metrics",
                            "group": "metrics"})
+    tracing = model.get("tracing") or {}
+    if tracing and tracing["node"] == node:
+        components += [{"name": "zipkin", "unit": "zipkin.service", "kind": "tracing", "group": "tracing"},
+                       {"name": "proxy zipkin", "unit": "zipkin-sidecar.service", "kind": "tracing",
+                        "group": "tracing"}]
+    paths = {"mesh": f"http://{LOOPBACK}:{fe['port']}/api/v1/compute",
+             "direct": f"http://{LOOPBACK}:{o['direct_port']}/api/v1/compute"}
+    headers = {}
+    if tracing:
+        paths["mesh-unsampled"] = paths["mesh"]
+        headers["mesh-unsampled"] = {"traceparent": UNSAMPLED_TRACEPARENT}
     execute = "/api/v1/execute?l=1&r=2"
     return {
         "node": node,
         "direct": {"unit": o["direct_unit"], "argv": argv, "port": o["direct_port"],
                    "health_url": f"http://{LOOPBACK}:{o['direct_port']}{front['health_path']}"},
-        "expected_seconds": expected_seconds(o),
-        "timeout_seconds": expected_seconds(o) * 2 + 120,
+        "expected_seconds": expected_seconds(o, len(paths)),
+        "timeout_seconds": expected_seconds(o, len(paths)) * 2 + 120,
         "driver": {
             "duration": o["duration"],
             "rounds": o["rounds"],
@@ -136,10 +154,10 @@ def plan(model, options=None):
             "expression": SEED_EXPRESSION,
             "expected_result": SEED_RESULT,
             "body": json.dumps({"expression": SEED_EXPRESSION}),
-            "paths": {
-                "mesh": f"http://{LOOPBACK}:{fe['port']}/api/v1/compute",
-                "direct": f"http://{LOOPBACK}:{o['direct_port']}/api/v1/compute",
-            },
+            "paths": paths,
+            # Request headers per path (wrk's script sends them): the unsampled trace context.
+            "path_headers": headers,
+            "sample_ratio": tracing.get("sample_ratio") if tracing else None,
             "direct_upstreams": direct_upstreams,
             "hop": {
                 "service": o["hop_service"],

@@ -446,7 +446,7 @@ def node_services(model, node, address):
         add(PROMETHEUS, metrics["port"], f"consul/{PROMETHEUS}")
     tracing = model.get("tracing") or {}
     if tracing and node == tracing["node"]:
-        # Zipkin's sidecar (unit mesh-sidecar-zipkin, role zipkin) takes the apps' spans over mTLS and hands them to
+        # Zipkin's sidecar (unit zipkin-sidecar, role zipkin) takes the apps' spans over mTLS and hands them to
         # Zipkin on its node's address (where its UI also listens); registered like the instances' sidecars.
         sidecar = registration({"id": ZIPKIN, "service": ZIPKIN, "address": address, "node_address": address,
                                 "port": tracing["port"], "sidecar_port": tracing["sidecar_port"],

@@ -523,7 +523,8 @@ def cmd_dashboard(lab, _args):
 
 def cmd_screenshots(lab, args):
     """The README's pictures: the dashboard during a bounded load through the edge with one add-svc instance killed
-    half-way (its line drops, the other takes the calls), and the Consul UI's services page."""
+    half-way (its line drops, the other takes the calls), the Consul UI's services page, and Zipkin's UI with a
+    compute's trace, healthy and with one add-svc instance slow."""
     from playwright.sync_api import sync_playwright
 
     from testkit.observe import browser, consul_services, dashboard, screenshot
@@ -552,7 +553,57 @@ def cmd_screenshots(lab, args):
         chromium.close()
     summary = load_summary(load.join())
     print(f"  the load: {summary['ok']}/{summary['requests']} ok, p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms")
-    return 0 if not empty else 1
+    traced = _trace_shots(lab, args.out) if _has_zipkin(lab) else True
+    return 0 if not empty and traced else 1
+
+
+def _has_zipkin(lab):
+    try:
+        lab.endpoint("zipkin")
+        return True
+    except (LabError, KeyError) as exc:
+        print(f"  no Zipkin pictures: {exc}")
+        return False
+
+
+def _traced_compute(lab):
+    """One compute of the seed through the edge: (trace id, its calls)."""
+    req = urllib.request.Request(f"http://{lab.endpoint('frontend')}/api/v1/compute",
+                                 data=json.dumps({"expression": SEED_EXPRESSION}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return resp.headers.get("X-Trace-Id"), json.load(resp).get("calls", [])
+
+
+def _trace_shots(lab, out):
+    """Zipkin's UI with a compute's trace, and with one taken while an add-svc instance is slow (`make chaos-slow`:
+    its attempts time out and are retried on the other instance)."""
+    from playwright.sync_api import sync_playwright
+
+    from testkit.observe import browser, screenshot, zipkin_trace_page
+
+    zipkin = Zipkin(f"http://{lab.endpoint('zipkin')}")
+    shots = []
+    trace_id, calls = _traced_compute(lab)
+    shots.append(("zipkin-trace.png", trace_id, 1 + 2 * len(calls)))
+    _chaos_playbook(lab, {"chaos_action": "slow", "chaos_service": "add-svc", "chaos_ms": 300, "chaos_rate": 0})
+    try:
+        for _ in range(10):
+            trace_id, calls = _traced_compute(lab)
+            if any(c.get("attempts", 1) > 1 for c in calls):
+                shots.append(("zipkin-trace-slow.png", trace_id, 1 + 2 * sum(c["attempts"] for c in calls)))
+                break
+    finally:
+        _chaos_playbook(lab, {"chaos_action": "heal", "chaos_service": "add-svc", "chaos_ms": 0, "chaos_rate": 0})
+    with sync_playwright() as pw:
+        chromium = browser(pw)
+        for name, trace_id, count in shots:
+            zipkin.wait_trace(trace_id, spans=count)
+            page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+            zipkin_trace_page(page, zipkin, trace_id, ("frontend", "add-svc", "sub-svc"))
+            print(f"  {screenshot(page, os.path.join(out, name))}: trace {trace_id} in Zipkin's UI")
+        chromium.close()
+    return len(shots) == 2
 
 
 def _chaos_playbook(lab, extra):

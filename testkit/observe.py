@@ -141,7 +141,7 @@ def trace_tree(spans):
         if code:
             status += f" (HTTP {code})"
         who = (span.get("localEndpoint") or {}).get("serviceName", "?")
-        attempt = f" attempt {tags['mesh.attempt']}" if "mesh.attempt" in tags else ""
+        attempt = f" #{tags['mesh.attempt']}" if "mesh.attempt" in tags else ""
         lines.append(f"{(span.get('timestamp', 0) - start) / 1000:>6.1f}ms {span.get('duration', 0) / 1000:>7.1f}ms  "
                      f"{'  ' * depth}{who}, {span_instance(span) or '?'}: {span.get('name', '?')}{attempt}, {status}")
         for child in children.get(span["id"], []):
@@ -222,3 +222,16 @@ def consul_services(page, url, names, timeout_s=30.0):
             break
         page.wait_for_timeout(500)
     return sorted(set(listed))
+
+
+def zipkin_trace_page(page, zipkin, trace_id, names, timeout_s=30.0):
+    """Open the trace in Zipkin's UI in `page`; wait until the page names every service in `names` (or the timeout);
+    returns the page's text."""
+    page.goto(zipkin.ui_url(trace_id), wait_until="load")
+    deadline, text = time.time() + timeout_s, ""
+    while time.time() < deadline:
+        text = page.inner_text("body")
+        if all(name in text for name in names):
+            break
+        page.wait_for_timeout(500)
+    return text

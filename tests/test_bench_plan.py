@@ -22,7 +22,10 @@ def test_plan_on_one_node(one_node):
                                    "mesh": f"http://{front['upstream_address']}:9191/api/v1/execute?l=1&r=2"}
     units = {c["unit"] for c in drv["components"]}
     assert {u for i in one_node["instances"] for u in i["units"].values()} <= units
-    assert plan["expected_seconds"] == (9 + 3) * 2 * 3 + 2 * 3 + 10
+    # Three compute paths with tracing (mesh, direct, mesh-unsampled), two for the one-hop benchmark.
+    assert plan["expected_seconds"] == (9 * 3 + 3 * 2) * 3 + 3 * 3 + 10
+    assert drv["paths"]["mesh-unsampled"] == drv["paths"]["mesh"]
+    assert drv["path_headers"] == {"mesh-unsampled": {"traceparent": "00-" + "b" * 32 + "-" + "c" * 16 + "-00"}}
 
 
 def test_plan_refuses_a_cluster_whose_frontend_node_lacks_an_upstream(model):

@@ -7,6 +7,7 @@ The only difference between the two services is the binary operation chosen by
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -16,7 +17,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
 from . import faults as fault_injection
-from .config import ACCESS_LOG_MODES, OPERATIONS
+from .config import ACCESS_LOG_MODES, OPERATIONS, TRACE_ERROR_KEY, TRACING_ENDPOINT_ENV
 from .metrics import Metrics
 
 #: Operands must satisfy ``abs(v) <= MAX_ABS_OPERAND`` (10**15). Results can
@@ -69,13 +70,16 @@ class _Abort(Exception):
 
 
 def create_app(op: str, instance_id: str, admin_port: int = 0, faults: fault_injection.FaultState | None = None,
-               access_log: str = "all") -> Flask:
+               access_log: str = "all", tracing: bool = False) -> Flask:
     """Build the WSGI app for operation ``op`` ("add" or "sub").
 
     ``access_log``: which requests get a JSON line on stdout: "all", "errors" (status >= 400) or "off".
 
     ``admin_port``: the port (bound to 127.0.0.1 by the server) whose requests may reach /admin/faults,
     and nothing else; 0: no admin endpoint. ``faults``: the instance's fault state (in memory if None).
+
+    ``tracing``: trace the requests when OTEL_EXPORTER_ZIPKIN_ENDPOINT is set (tracing.py); the server's workers ask
+    for it, a test only where it tests tracing.
     """
     if op not in OPERATIONS:
         raise ValueError(f"op must be one of {sorted(OPERATIONS)}, got {op!r}")
@@ -88,6 +92,12 @@ def create_app(op: str, instance_id: str, admin_port: int = 0, faults: fault_inj
     metrics = Metrics(instance_id)
     app = Flask(__name__)
     app.json.sort_keys = False
+    if tracing and os.environ.get(TRACING_ENDPOINT_ENV):
+        # Imported only then, so that an untraced instance never loads OpenTelemetry. Where the app answers a 5xx
+        # itself it says why in the environ (TRACE_ERROR_KEY): the span's error description.
+        from .tracing import instrument
+
+        instrument(app, op, instance_id, metrics.tracing_counters())
 
     @app.before_request
     def admin_port_only_serves_admin():
@@ -116,6 +126,7 @@ def create_app(op: str, instance_id: str, admin_port: int = 0, faults: fault_inj
             if outcome == "abort":
                 raise _Abort()
             if outcome == "error":
+                request.environ[TRACE_ERROR_KEY] = "injected fault: error"
                 return jsonify(error="injected fault: error", instance=instance_id), 500
         try:
             left = parse_operand(request.args, "l")
@@ -146,6 +157,7 @@ def create_app(op: str, instance_id: str, admin_port: int = 0, faults: fault_inj
 
     @app.errorhandler(_Abort)
     def abort_connection(exc: _Abort):
+        request.environ[TRACE_ERROR_KEY] = "injected fault: abort"
         # The WSGI server gives the app no handle on the connection: promise a body that never comes and
         # ask for the connection to close. The server sends the status line and headers, then closes the
         # connection in the middle of the answer; the client never gets a complete one.
@@ -157,6 +169,7 @@ def create_app(op: str, instance_id: str, admin_port: int = 0, faults: fault_inj
     @app.errorhandler(Exception)
     def internal_error(exc: Exception):
         app.logger.exception("unhandled error on %s %s", request.method, request.path)
+        request.environ[TRACE_ERROR_KEY] = f"unhandled {type(exc).__name__}"
         return jsonify(error="internal error"), 500
 
     @app.before_request

@@ -45,6 +45,13 @@ _FLAGS = {
 }
 # prometheus-client's multi-process mode (metrics.py): the directory where each worker writes its counts.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# OpenTelemetry's standard variable for the Zipkin exporter (tracing.py): set, the workers trace their requests and
+# send the spans there (the lab: the instance's sidecar upstream to Zipkin); unset, no tracing at all. The other
+# OTEL_* variables are read by OpenTelemetry's SDK itself.
+TRACING_ENDPOINT_ENV = "OTEL_EXPORTER_ZIPKIN_ENDPOINT"
+# The WSGI environ's key where the app says why it answered a 5xx (an injected fault, an unhandled exception): the
+# request's span carries it as its error description (tracing.py).
+TRACE_ERROR_KEY = "arith_svc.trace_error"
 # ACCESS_LOG mode -> lowest status that gets a line.
 ACCESS_LOG_MODES = {"all": 0, "errors": 400, "off": 1000}
 # Initial faults (off by default), environment only; the admin endpoint changes them at run time.

@@ -11,8 +11,10 @@ that cost. Layout of one instance:
                    thread; the workers share that port (SO_REUSEPORT) and the faults file; with more
                    than one worker, also a directory of metrics files (metrics.py), made empty at start
 
-The workers are new interpreters (granian spawns them): they rebuild the app from the settings the main
-process resolved, passed in ARITH_SVC_SETTINGS.
+The workers are multiprocessing processes (forked from the main process with Python up to 3.13 on Linux,
+spawned elsewhere; the main process has no Flask either way): each calls the factory worker_app once started, which
+builds the app from the settings the main process resolved, passed in ARITH_SVC_SETTINGS, and its tracer when the
+instance traces (tracing.py), so that the tracer's export thread runs in the worker that serves.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def worker_app():
     _die_with_parent()
     settings = Settings(**json.loads(os.environ[SETTINGS_ENV]))
     app = create_app(settings.op, settings.instance_id, settings.admin_port,
-                     fault_injection.FaultState(faults_file(settings)), settings.access_log)
+                     fault_injection.FaultState(faults_file(settings)), settings.access_log, tracing=True)
     if settings.admin_port:
         admin = make_server("127.0.0.1", settings.admin_port, app, server_class=_AdminServer, handler_class=_QuietHandler)
         threading.Thread(target=admin.serve_forever, name="admin", daemon=True).start()

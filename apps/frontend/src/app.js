@@ -5,7 +5,8 @@
  *   GET  /health          status, and per upstream its breaker state and call counters
  *   GET  /metrics         Prometheus metrics (metrics.js): requests, upstream calls, retries, breakers
  * Every response but /metrics is JSON; every one carries X-Instance-Id; one JSON access-log line
- * is written per request.
+ * is written per request. With tracing on (config.tracing, tracing.js), every compute request is a span, and its
+ * answer (success or error) carries the trace id: the X-Trace-Id header and `trace_id` in the body.
  *
  * Admin endpoint, on 127.0.0.1:APP_ADMIN_PORT only (never through the mesh):
  *   GET/PUT/DELETE /admin/faults      fault injection on /api/v1/compute (faults.js)
@@ -130,6 +131,8 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 /** An abort fault: close the connection without an answer. */
 class AbortFault extends Error {}
 
+const COMPUTE = '/api/v1/compute';
+
 function createApp(config, { log = writeLogLine } = {}) {
   const clients = {
     '+': new UpstreamClient(config.upstreams.add),
@@ -139,10 +142,11 @@ function createApp(config, { log = writeLogLine } = {}) {
   let faults = validateFaults(config.faults || {});
   let metrics = null; // made below, once the routes are known
 
-  // A handler resolves to [status, body]; errors are mapped by errorResponse().
+  // A handler gets the request and, for a traced compute, its trace (tracing.js's ComputeTrace, else null); it
+  // resolves to [status, body]; errors are mapped by errorResponse().
   const routes = {
-    '/api/v1/compute': {
-      POST: async (req) => {
+    [COMPUTE]: {
+      POST: async (req, computeTrace) => {
         if (isActive(faults)) {
           const { delayMs, outcome } = drawFault(faults);
           if (delayMs > 0) await sleep(delayMs);
@@ -150,7 +154,7 @@ function createApp(config, { log = writeLogLine } = {}) {
           if (outcome === 'error') throw new HttpError(500, 'injected fault: error', { fields: { instance: config.instanceId } });
         }
         const expression = await readExpression(req);
-        const answer = await evaluate(parseExpression(expression), clients);
+        const answer = await evaluate(parseExpression(expression), clients, computeTrace);
         return [200, config.version ? { ...answer, version: config.version } : answer];
       },
     },
@@ -210,8 +214,10 @@ function createApp(config, { log = writeLogLine } = {}) {
 
   metrics = new Metrics(config.instanceId, [...Object.keys(routes), ...Object.keys(adminRoutes)]);
   for (const client of Object.values(clients)) client.observer = metrics.upstream(client);
+  // Loaded only when on: the OpenTelemetry SDK costs 16 MB of memory and 0.1 s at start-up.
+  const tracing = config.tracing ? new (require('./tracing').Tracing)(config, metrics.tracing()) : null;
 
-  async function dispatch(req, path, table = routes) {
+  async function dispatch(req, path, table, computeTrace) {
     const methods = table[path];
     if (!methods) throw new HttpError(404, `no route for ${path}`);
     const handler = methods[req.method];
@@ -220,17 +226,24 @@ function createApp(config, { log = writeLogLine } = {}) {
         headers: { Allow: Object.keys(methods).join(', ') },
       });
     }
-    const [status, body] = await handler(req);
+    const [status, body] = await handler(req, computeTrace);
     return [status, body, {}];
   }
 
   const handle = (table) => (req, res) => {
     const started = process.hrtime.bigint();
     const path = req.url.split('?')[0];
+    // The compute's span starts with the request and ends with its answer (or the connection's end).
+    const computeTrace = tracing && table === routes && path === COMPUTE && req.method === 'POST'
+      ? tracing.compute(req, path)
+      : null;
+    let failure = null; // why the request failed, for the span's status
     res.once('close', () => {
       const elapsedMs = Number(process.hrtime.bigint() - started) / 1e6;
       // 499 (nginx's convention): the client went away before the response was sent.
       const status = res.writableFinished ? res.statusCode : 499;
+      computeTrace?.end(res.writableFinished ? res.statusCode : null,
+        failure || (res.writableFinished ? null : 'connection closed before the answer was sent'));
       metrics.request(path, req.method, status, elapsedMs / 1000);
       log({
         instance: config.instanceId,
@@ -240,9 +253,10 @@ function createApp(config, { log = writeLogLine } = {}) {
         duration_ms: Math.round(elapsedMs * 1000) / 1000,
       });
     });
-    dispatch(req, path, table)
+    dispatch(req, path, table, computeTrace)
       .catch((err) => {
         if (err instanceof AbortFault) {
+          failure = 'injected fault: abort (connection closed without an answer)';
           req.socket.destroy();
           return null;
         }
@@ -250,11 +264,21 @@ function createApp(config, { log = writeLogLine } = {}) {
       })
       .then((answer) => {
         if (!answer) return;
-        const [status, body, headers] = answer;
+        const [status, plainBody, headers] = answer;
+        let body = plainBody;
+        const traceId = {};
+        if (computeTrace) {
+          // Even when the span is not sampled: it is the id the upstream calls carried.
+          body = { ...body, trace_id: computeTrace.traceId };
+          traceId['X-Trace-Id'] = computeTrace.traceId;
+          if (status >= 500) failure = body.error;
+        }
         // While shutting down, make keep-alive clients reconnect elsewhere.
         const connection = closing ? { Connection: 'close' } : {};
         const version = config.version ? { 'X-Version': config.version } : {};
-        sendJson(res, status, body, { ...headers, ...connection, ...version, 'X-Instance-Id': config.instanceId });
+        sendJson(res, status, body, {
+          ...headers, ...connection, ...version, ...traceId, 'X-Instance-Id': config.instanceId,
+        });
       })
       .catch((err) => {
         process.stderr.write(`cannot send response: ${err.stack}\n`);
@@ -291,7 +315,9 @@ function createApp(config, { log = writeLogLine } = {}) {
         server.close(() => {
           clients['+'].close();
           clients['-'].close();
-          resolve();
+          // Every request has been answered: send their spans (within a short bound).
+          if (tracing) tracing.shutdown().then(resolve);
+          else resolve();
         });
         server.closeIdleConnections();
       });

@@ -52,6 +52,18 @@ const upstreamUrl = (raw) => {
   return `${url.origin}${url.pathname.replace(/\/+$/, '')}`;
 };
 
+/** Where the trace collector takes Zipkin's JSON v2 spans (in the mesh: the instance's sidecar upstream). */
+const collectorUrl = (raw) => {
+  let url;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new Error('must be an absolute URL such as http://127.0.0.1:9411/api/v2/spans');
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('must use http:// or https://');
+  return url.href;
+};
+
 const onOff = (raw) => {
   if (raw !== 'on' && raw !== 'off') throw new Error('must be on or off');
   return raw === 'on';
@@ -101,6 +113,8 @@ const SPEC = {
   FAULT_LATENCY_JITTER_MS: [integer(0, 60000), '0'],
   FAULT_ERROR_RATE: [rate, '0'],
   FAULT_ABORT_RATE: [rate, '0'],
+  // Tracing (tracing.js) is on when this is set; the OpenTelemetry SDK reads the other OTEL_* variables itself.
+  OTEL_EXPORTER_ZIPKIN_ENDPOINT: [collectorUrl, null],
 };
 for (const [key, spec] of Object.entries(POLICY)) {
   SPEC[`UPSTREAM_${key}`] = spec;
@@ -165,6 +179,11 @@ function loadConfig(env) {
     instanceId: values.INSTANCE_ID ?? `${os.hostname()}:${values.APP_PORT}`,
     version: values.APP_VERSION ?? null,
     faults,
+    // OTEL_SDK_DISABLED=true turns the SDK off whatever else is set (the specification's switch; any other value
+    // counts as false, as in the SDK).
+    tracing: values.OTEL_EXPORTER_ZIPKIN_ENDPOINT && (env.OTEL_SDK_DISABLED || '').trim().toLowerCase() !== 'true'
+      ? { endpoint: values.OTEL_EXPORTER_ZIPKIN_ENDPOINT }
+      : null,
     upstreams: {
       add: upstream('add-svc', 'ADD_SVC', values.ADD_SVC_URL),
       sub: upstream('sub-svc', 'SUB_SVC', values.SUB_SVC_URL),

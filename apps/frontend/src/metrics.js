@@ -14,6 +14,11 @@
  *       state (closed, open, half-open, isolated), 0 for the others
  *   process_* and nodejs_*                                                       prom-client's defaults (CPU, memory,
  *       event loop lag)
+ * With tracing on (tracing.js), and only then:
+ *   tracing_spans_exported_total{instance_id}                                    counter: spans the collector accepted
+ *   tracing_spans_dropped_total{instance_id, reason}                             counter: spans dropped instead, by reason:
+ *       queue_full (the export queue was full), export_failed (the collector refused the batch or could not be
+ *       reached), export_timeout (no answer within OTEL_BSP_EXPORT_TIMEOUT, or an earlier batch still had none)
  *
  * `route` is a route of the app's (/api/v1/compute, /health, /metrics, /admin/...) or "other", `method` a
  * known method or "other": labels keep a bounded number of values. `instance_id` is INSTANCE_ID.
@@ -26,6 +31,7 @@ const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE']);
 // buckets reach the seconds that latency faults and timeouts add.
 const BUCKETS = [0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 const BREAKER_STATES = ['closed', 'open', 'half-open', 'isolated'];
+const TRACING_DROP_REASONS = ['queue_full', 'export_failed', 'export_timeout'];
 
 class Metrics {
   /**
@@ -91,6 +97,23 @@ class Metrics {
       },
       attempt: () => attempts.inc(),
       retry: () => retries.inc(),
+    };
+  }
+
+  /** The counters tracing.js reports its exported and dropped spans to (made only when tracing is on). */
+  tracing() {
+    const registers = [this.registry];
+    const exported = new promClient.Counter({
+      name: 'tracing_spans_exported_total', help: 'Spans the trace collector accepted', registers,
+    });
+    const dropped = new promClient.Counter({
+      name: 'tracing_spans_dropped_total', help: 'Spans dropped instead of exported (the queue was full, or their batch failed)',
+      labelNames: ['reason'], registers,
+    });
+    for (const reason of TRACING_DROP_REASONS) dropped.labels(reason).inc(0);
+    return {
+      exported: (n) => exported.inc(n),
+      dropped: (reason, n) => dropped.labels(reason).inc(n),
     };
   }
 

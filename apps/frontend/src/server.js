@@ -23,6 +23,7 @@ function main() {
   app.listen().then(
     ({ address, port }) => {
       process.stderr.write(`frontend ${config.instanceId} listening on ${address}:${port}\n`);
+      if (config.tracing) process.stderr.write(`frontend: tracing: spans to ${config.tracing.endpoint}\n`);
     },
     (err) => {
       // err.message names the address (the service's or the admin endpoint's).
@@ -33,7 +34,8 @@ function main() {
 
   const shutdown = (signal) => {
     process.stderr.write(`frontend: ${signal} received, shutting down\n`);
-    // Requests still running after the grace period are cut off.
+    // Requests still running after the grace period are cut off. app.close() sends the queued spans last, within
+    // a short bound of its own (tracing.js).
     setTimeout(() => process.exit(1), SHUTDOWN_GRACE_MS).unref();
     app.close().then(() => process.exit(0));
   };

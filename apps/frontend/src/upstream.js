@@ -26,6 +26,12 @@
  *
  * Error mapping: no connection / reset / 5xx / malformed -> 502; no answer in time -> 504;
  * circuit open -> 503; upstream answered 400 (operand rejected) -> 422 (never retried).
+ *
+ * Tracing (tracing.js): given the compute's trace, every attempt that is sent gets its own CLIENT span, and its
+ * request the span's `traceparent`. The span lasts as long as the attempt's request: an attempt left running after
+ * its timeout ends when its late answer comes (outcome late_ok when that answer completed the call, else timeout)
+ * or when it is closed. The outcomes: ok, late_ok, error (connection error, 5xx, 400, malformed answer), timeout,
+ * cancelled (another attempt's late answer completed the call first).
  */
 
 const http = require('node:http');
@@ -45,6 +51,9 @@ const {
 } = require('cockatiel');
 const { BoundedAgent, INSTANCE, UNKNOWN_INSTANCE } = require('./pool');
 const { NO_OBSERVER } = require('./metrics');
+// An attempt's span when the call is not traced: the methods #request calls, doing nothing (tracing.js is not
+// loaded when tracing is off).
+const NO_ATTEMPT = { headers: {}, answered() {}, late() {}, end() {} };
 
 // How long an instance that answered 5xx or too late stays out of the connection pool.
 const EJECT_MS = 5000;
@@ -170,10 +179,11 @@ class UpstreamClient {
 
   /**
    * GET {baseUrl}/api/v1/execute?l=&r=
+   * @param {import('./tracing').ComputeTrace|null} [computeTrace] the compute's trace: a span per attempt
    * @returns {Promise<{result: number, instance: string|null, attempts: number, breaker: string}>}
    * @throws {UpstreamError}
    */
-  async execute(l, r) {
+  async execute(l, r, computeTrace = null) {
     const url = `${this.baseUrl}/api/v1/execute?l=${encodeURIComponent(l)}&r=${encodeURIComponent(r)}`;
     this.stats.calls += 1;
     this.budget.recordCall();
@@ -187,14 +197,26 @@ class UpstreamClient {
     const lateWin = new Promise((resolve) => {
       onLateResult = resolve;
     });
-    const onLate = (answer) => {
-      if (lateResult) return;
+    // The spans of this call's attempts that timed out and still wait for their answer: an attempt sent
+    // meanwhile runs alongside them (mesh.hedged).
+    const lateSpans = new Set();
+    const timeoutReason = () => (deadline.aborted
+      ? `no answer within ${this.timeoutMs} ms (the call's deadline)`
+      : `no answer within ${this.resilience ? this.attemptTimeoutMs : this.timeoutMs} ms`);
+    const onLate = (answer, span, reason) => {
+      lateSpans.delete(span);
+      if (lateResult) {
+        span.end('timeout', `${reason}; answered after the call was complete`);
+        return;
+      }
       try {
         lateResult = this.#interpret(answer);
-      } catch {
+      } catch (err) {
+        span.end('timeout', `${reason}; then ${err.message}`);
         return; // a late failure changes nothing
       }
       this.stats.late_answers_used += 1;
+      span.end('late_ok');
       onLateResult(lateResult);
     };
     const attempt = async (signal) => {
@@ -202,8 +224,43 @@ class UpstreamClient {
       attempts += 1;
       this.stats.attempts += 1;
       this.observer.attempt();
-      const hedge = { onLate, over: () => lateResult !== null, cancel: null };
-      const own = this.#request(url, signal, hedge).then((answer) => this.#interpret(answer));
+      const span = computeTrace
+        ? computeTrace.attempt({ upstream: this.name, attempt: attempts, hedged: lateSpans.size > 0, url })
+        : NO_ATTEMPT;
+      const hedge = {
+        span,
+        over: () => lateResult !== null,
+        cancel: null,
+        // What #request saw, for the span: the attempt timed out, and was left running (late: its span ends with
+        // its late answer or its closing), or was cancelled because another attempt's late answer won.
+        timedOut: false,
+        late: null, // why it is late
+        cancelled: false,
+        wentLate: () => {
+          hedge.late = timeoutReason();
+          lateSpans.add(span);
+          span.late(hedge.late);
+        },
+        onLate: (answer) => onLate(answer, span, hedge.late),
+        lateFailed: () => {
+          lateSpans.delete(span);
+          span.end('timeout', hedge.late);
+        },
+      };
+      const own = this.#request(url, signal, hedge).then((answer) => this.#interpret(answer)).then(
+        (result) => {
+          span.end('ok');
+          return result;
+        },
+        (err) => {
+          if (!hedge.late) {
+            if (hedge.cancelled) span.end('cancelled');
+            else if (hedge.timedOut) span.end('timeout', timeoutReason());
+            else span.end('error', err?.message || String(err));
+          }
+          throw err;
+        },
+      );
       return Promise.race([own, lateWin.then((result) => {
         hedge.cancel?.(); // a late answer won: this attempt's request is no longer needed
         return result;
@@ -252,13 +309,15 @@ class UpstreamClient {
   #request(url, signal, hedge) {
     return new Promise((resolve, reject) => {
       if (signal.aborted) {
+        hedge.timedOut = true;
         reject(new AttemptError(504, `no answer within ${this.attemptTimeoutMs} ms`, { retryable: true }));
         return;
       }
       let responded = false;
       let late = false;
-      const req = http.get(url, { agent: this.agent, headers: { accept: 'application/json' } });
+      const req = http.get(url, { agent: this.agent, headers: { accept: 'application/json', ...hedge.span.headers } });
       const onAbort = () => {
+        hedge.timedOut = true;
         // Resilience off, an answer already coming, the call over, or still queued for a pooled
         // connection (nothing sent, nothing to learn): cancel it, freeing its place in the pool.
         if (!this.resilience || responded || hedge.over() || !req.socket) {
@@ -269,13 +328,16 @@ class UpstreamClient {
         // timeouts: it may still complete the call (hedging) and tells which instance was slow. Not longer:
         // a connection into a dead node never answers and must not keep its place in the pool.
         late = true;
+        hedge.wentLate();
         this.agent.eject(req.socket[INSTANCE] || UNKNOWN_INSTANCE, EJECT_MS);
         setTimeout(() => req.destroy(), Math.min(2 * this.attemptTimeoutMs, this.timeoutMs)).unref();
         reject(new AttemptError(504, `no answer within ${this.attemptTimeoutMs} ms`, { retryable: true }));
       };
       signal.addEventListener('abort', onAbort, { once: true });
       hedge.cancel = () => {
-        if (!late) req.destroy(new AttemptError(504, 'cancelled', { retryable: true }));
+        if (late) return;
+        hedge.cancelled = true;
+        req.destroy(new AttemptError(504, 'cancelled', { retryable: true }));
       };
       const done = () => {
         hedge.cancel = null;
@@ -283,7 +345,10 @@ class UpstreamClient {
       };
       const fail = (err) => {
         done();
-        if (late) return;
+        if (late) {
+          hedge.lateFailed(); // closed, or failed, before its late answer came
+          return;
+        }
         if (err instanceof AttemptError) return reject(err);
         const connection = !responded && (CONNECTION_CODES.has(err.code) || /socket hang up/.test(err.message));
         if (connection && this.resilience) this.agent.eject(req.socket?.[INSTANCE] || UNKNOWN_INSTANCE, EJECT_MS);
@@ -294,6 +359,7 @@ class UpstreamClient {
       req.on('response', (res) => {
         responded = true;
         const instance = res.headers['x-instance-id'];
+        hedge.span.answered(res.statusCode, instance);
         const bad = late || res.statusCode >= 500;
         this.agent.noteAnswer(res.socket, instance, bad);
         if (bad && this.resilience) this.agent.eject(instance, EJECT_MS);

@@ -2,7 +2,8 @@
 /**
  * Test helpers (kept outside test/ because `node --test test/` would run every
  * .js file there as a test file): real arith services as child processes,
- * an in-process frontend, a tiny HTTP client and fault-injecting servers.
+ * an in-process frontend, the real entry point as a child process, a tiny HTTP
+ * client, fault-injecting servers and a test trace collector.
  */
 
 const { spawn } = require('node:child_process');
@@ -13,6 +14,8 @@ const { once } = require('node:events');
 const { setTimeout: sleep } = require('node:timers/promises');
 
 const { loadConfig } = require('../src/config');
+
+const SERVER = path.resolve(__dirname, '..', 'src', 'server.js');
 const { createApp } = require('../src/app');
 
 const ARITH_DIR = path.resolve(__dirname, '..', '..', 'arith');
@@ -85,10 +88,11 @@ async function terminate(child) {
 }
 
 /**
- * Start a real add-svc or sub-svc (`python -m arith_svc`) on a free loopback port.
+ * Start a real add-svc or sub-svc (`python -m arith_svc`) on a free loopback port; `env` is added to this
+ * process's environment.
  * @returns {Promise<{url: string, port: number, instanceId: string, stop: () => Promise<number>}>}
  */
-async function startArith(op, { admin = false } = {}) {
+async function startArith(op, { admin = false, env = {} } = {}) {
   const port = await freePort();
   const adminPort = admin ? await freePort() : 0;
   const instanceId = `${op}-test-${port}`;
@@ -96,7 +100,7 @@ async function startArith(op, { admin = false } = {}) {
     ARITH_PYTHON,
     ['-m', 'arith_svc', '--op', op, '--port', String(port), '--workers', '1', '--instance-id', instanceId,
       '--admin-port', String(adminPort)],
-    { cwd: ARITH_DIR, stdio: ['ignore', 'ignore', 'pipe'] },
+    { cwd: ARITH_DIR, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } },
   );
   let stderr = '';
   child.stderr.on('data', (chunk) => {
@@ -214,6 +218,93 @@ async function startFakeServer(handler) {
 }
 
 
+/**
+ * Start `node src/server.js` (the real entry point: configuration and the OpenTelemetry SDK's settings from its
+ * environment) on a free port. `env` is added to this process's environment.
+ * @returns {Promise<{url: string, child: import('node:child_process').ChildProcess, stderr: () => string,
+ *   stop: () => Promise<number>}>}
+ */
+async function startServer(env) {
+  const port = await freePort();
+  const child = spawn(process.execPath, [SERVER], {
+    env: { ...process.env, INSTANCE_ID: 'frontend-test', ...env, APP_PORT: String(port) },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (chunk) => {
+    stderr += chunk;
+  });
+  const url = `http://127.0.0.1:${port}`;
+  try {
+    await waitForHealth(url, child);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw new Error(`${err.message}\nfrontend stderr:\n${stderr}`);
+  }
+  return { url, child, stderr: () => stderr, stop: () => terminate(child) };
+}
+
+/**
+ * An HTTP proxy in front of `targetPort` that records each request's headers (`state.requests`) and holds the
+ * n-th request (from 1) back `delayMs(n)` ms before forwarding it.
+ */
+async function startHttpProxy(targetPort, { delayMs = () => 0 } = {}) {
+  const state = { requests: [] };
+  const server = http.createServer((req, res) => {
+    state.requests.push({ url: req.url, headers: req.headers });
+    const timer = setTimeout(() => {
+      const upstream = http.get({ port: targetPort, host: '127.0.0.1', path: req.url, headers: req.headers, agent: false },
+        (answer) => {
+          res.writeHead(answer.statusCode, answer.headers);
+          answer.pipe(res);
+        });
+      upstream.on('error', () => res.destroy());
+    }, delayMs(state.requests.length));
+    res.on('close', () => clearTimeout(timer));
+  });
+  return serve(server, state);
+}
+
+/**
+ * A test trace collector (not Zipkin): takes what the Zipkin exporter POSTs (JSON v2 span arrays) and keeps the
+ * spans in `state.spans`. `state.mode`, changeable at any time: 'accept' (answer 202, as Zipkin does), 'fail'
+ * (answer 500), 'hang' (never answer, until cutHanging()). `state.posts` counts the requests.
+ */
+async function startTestCollector() {
+  const state = { mode: 'accept', posts: 0, spans: [], hanging: new Set() };
+  const server = http.createServer((req, res) => {
+    state.posts += 1;
+    const chunks = [];
+    req.on('data', (chunk) => chunks.push(chunk));
+    req.on('end', () => {
+      if (state.mode === 'hang') {
+        state.hanging.add(res);
+        res.on('close', () => state.hanging.delete(res));
+        return;
+      }
+      if (state.mode === 'fail') {
+        res.writeHead(500).end();
+        return;
+      }
+      if (req.method !== 'POST' || req.url !== '/api/v2/spans' || !/^application\/json/.test(req.headers['content-type'])) {
+        res.writeHead(400).end();
+        return;
+      }
+      state.spans.push(...JSON.parse(Buffer.concat(chunks).toString('utf8')));
+      res.writeHead(202).end();
+    });
+  });
+  const collector = await serve(server, state);
+  return {
+    ...collector,
+    endpoint: `${collector.url}/api/v2/spans`,
+    /** Cut the connections of the requests left hanging (the exporter sees them fail). */
+    cutHanging: () => {
+      for (const res of state.hanging) res.destroy();
+    },
+  };
+}
+
 /** [{name, labels, value}] of a Prometheus text exposition (no escaped quotes in this app's label values). */
 function parseMetrics(text) {
   const samples = [];
@@ -254,6 +345,9 @@ module.exports = {
   startCountingProxy,
   startFakeServer,
   startFrontend,
+  startHttpProxy,
+  startServer,
+  startTestCollector,
   sumSamples,
   terminate,
   waitForHealth,

@@ -71,6 +71,17 @@ describe('loadConfig', () => {
     assert.throws(() => loadConfig({ FAULT_ERROR_RATE: '0.7', FAULT_ABORT_RATE: '0.5' }), /must not exceed 1/);
   });
 
+  it('turns tracing on with OTEL_EXPORTER_ZIPKIN_ENDPOINT, unless OTEL_SDK_DISABLED is true', () => {
+    assert.equal(loadConfig({}).tracing, null);
+    assert.equal(loadConfig({ OTEL_EXPORTER_ZIPKIN_ENDPOINT: '' }).tracing, null);
+    const endpoint = 'http://127.0.0.3:19411/api/v2/spans';
+    assert.deepEqual(loadConfig({ OTEL_EXPORTER_ZIPKIN_ENDPOINT: endpoint }).tracing, { endpoint });
+    assert.deepEqual(loadConfig({ OTEL_EXPORTER_ZIPKIN_ENDPOINT: endpoint, OTEL_SDK_DISABLED: 'false' }).tracing, { endpoint });
+    assert.equal(loadConfig({ OTEL_EXPORTER_ZIPKIN_ENDPOINT: endpoint, OTEL_SDK_DISABLED: ' TRUE ' }).tracing, null);
+    // The SDK reads the other OTEL_* variables; the frontend's configuration does not check them.
+    assert.equal(loadConfig({ OTEL_TRACES_SAMPLER: 'nonsense' }).tracing, null);
+  });
+
   const invalid = {
     APP_BIND: 'not a host',
     APP_PORT: '70000',
@@ -87,6 +98,7 @@ describe('loadConfig', () => {
     RESILIENCE: 'yes',
     FAULT_ERROR_RATE: '1.5',
     APP_ADMIN_PORT: '-1',
+    OTEL_EXPORTER_ZIPKIN_ENDPOINT: 'zipkin:9411',
   };
   for (const [name, value] of Object.entries(invalid)) {
     it(`rejects ${name}=${value}`, () => {

@@ -169,3 +169,31 @@ def test_prometheus_scrapes_every_node_s_parts(cluster):
     assert remote and all(urls[i["id"]] == f"https://{i['node_address']}:{i['sidecar_port']}/metrics" for i in remote)
     ids = prom.query("count by (instance_id) (http_requests_total{job='mesh'})")
     assert sorted(dict(k)["instance_id"] for k in ids) == sorted(plan["instances"])
+
+
+def test_a_compute_s_trace_spans_instances_on_several_nodes(cluster, seed):
+    """A compute through mesh-2's edge, traced: its spans come from instances on at least two nodes and all reach
+    the one Zipkin (on mesh-1) through the mesh; each server span is the child of the attempt that reached it."""
+    import urllib.request
+
+    from testkit.observe import Zipkin, span_instance, trace_tree
+
+    tracing = cluster.model["tracing"]
+    assert tracing, "the lab runs without tracing: playbooks/facts.yml printed why"
+    zipkin = Zipkin(f"http://{cluster.address(tracing['node'])}:{tracing['port']}")
+    req = urllib.request.Request(cluster.edge_url(cluster.names[1]), data=json.dumps({"expression": seed["expression"]}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        trace_id, body = resp.headers["X-Trace-Id"], json.load(resp)
+    assert body["result"] == seed["result"]
+    spans = zipkin.wait_trace(trace_id, spans=1 + 2 * len(body["calls"]), timeout=30)
+    for line in trace_tree(spans):
+        print("  " + line)
+    where = {i["id"]: i["node"] for i in cluster.model["instances"]}
+    nodes = Counter(where.get(span_instance(s)) for s in spans)
+    print(f"trace {trace_id}: {len(spans)} spans, by node {dict(nodes)}")
+    assert len(spans) == 1 + 2 * sum(c["attempts"] for c in body["calls"])
+    assert len([n for n in nodes if n]) >= 2
+    by_id = {s["id"]: s for s in spans}
+    servers = [s for s in spans if s.get("kind") == "SERVER" and s.get("parentId")]
+    assert servers and all(by_id[s["parentId"]].get("kind") == "CLIENT" for s in servers)
