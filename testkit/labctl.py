@@ -49,7 +49,7 @@ from collections import Counter
 from meshlab import SEED_EXPRESSION, SEED_RESULT, labstate, metrics, secrets
 from testkit.lab import resolved_model, secrets_dir
 from testkit.load import BoundedLoad, NodeLoad, load_summary, overload_summary, overload_table
-from testkit.observe import DASHBOARD_PATH, Prometheus, Zipkin, trace_tree
+from testkit.observe import DASHBOARD_PATH, Prometheus, Zipkin, sampled_traceparent, trace_tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOTFILE = os.path.join(ROOT, os.environ.get("VAGRANT_DOTFILE_PATH") or ".vagrant")
@@ -369,9 +369,11 @@ def cmd_trace(lab, args):
     trace_id = args.id
     if not trace_id:
         url = f"http://{lab.endpoint('frontend')}/api/v1/compute"
-        print(f"POST {url} {{\"expression\": \"{args.expression}\"}}")
+        # A sampled trace context: traced whatever the lab's sampling ratio (mesh_tracing_sample_ratio).
+        _, traceparent = sampled_traceparent()
+        print(f"POST {url} {{\"expression\": \"{args.expression}\"}} traceparent: {traceparent['traceparent']}")
         req = urllib.request.Request(url, data=json.dumps({"expression": args.expression}).encode(),
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", **traceparent})
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 status, headers, answer = resp.status, resp.headers, json.load(resp)
@@ -570,7 +572,7 @@ def _traced_compute(lab):
     """One compute of the seed through the edge: (trace id, its calls)."""
     req = urllib.request.Request(f"http://{lab.endpoint('frontend')}/api/v1/compute",
                                  data=json.dumps({"expression": SEED_EXPRESSION}).encode(),
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", **sampled_traceparent()[1]})
     with urllib.request.urlopen(req, timeout=10) as resp:
         return resp.headers.get("X-Trace-Id"), json.load(resp).get("calls", [])
 

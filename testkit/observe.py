@@ -9,6 +9,7 @@ pinned in requirements.txt; it never downloads a browser of its own here).
 
 import json
 import os
+import secrets
 import time
 from datetime import datetime
 import urllib.error
@@ -102,6 +103,13 @@ class Zipkin:
 
     def ui_url(self, trace_id=None):
         return f"{self.url}/zipkin/" + (f"traces/{trace_id}" if trace_id else "")
+
+
+def sampled_traceparent():
+    """(trace id, headers) asking for a trace: a new W3C trace context with the sampled flag, which the apps' parent-
+    based samplers follow whatever their ratio (`make trace`, the tests)."""
+    trace_id = secrets.token_hex(16)
+    return trace_id, {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
 
 
 def span_instance(span):

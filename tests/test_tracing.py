@@ -33,7 +33,7 @@ def test_every_instance_sends_its_spans_through_its_own_sidecar(model):
         assert env["OTEL_EXPORTER_ZIPKIN_ENDPOINT"] == f"http://{inst['upstream_address']}:{t['local_port']}/api/v2/spans"
         assert env["OTEL_SERVICE_NAME"] == inst["service"]
         assert f"service.instance.id={inst['id']}" in env["OTEL_RESOURCE_ATTRIBUTES"].split(",")
-        assert (env["OTEL_TRACES_SAMPLER"], env["OTEL_TRACES_SAMPLER_ARG"]) == ("parentbased_traceidratio", "1.0")
+        assert (env["OTEL_TRACES_SAMPLER"], env["OTEL_TRACES_SAMPLER_ARG"]) == ("parentbased_traceidratio", "0.1")
     assert {(i["source"], i["destination"]) for i in model["intentions"] if i["destination"] == "zipkin"} == \
         {(s["name"], "zipkin") for s in model["services"]}
 

@@ -176,13 +176,13 @@ def test_a_compute_s_trace_spans_instances_on_several_nodes(cluster, seed):
     the one Zipkin (on mesh-1) through the mesh; each server span is the child of the attempt that reached it."""
     import urllib.request
 
-    from testkit.observe import Zipkin, span_instance, trace_tree
+    from testkit.observe import Zipkin, sampled_traceparent, span_instance, trace_tree
 
     tracing = cluster.model["tracing"]
     assert tracing, "the lab runs without tracing: playbooks/facts.yml printed why"
     zipkin = Zipkin(f"http://{cluster.address(tracing['node'])}:{tracing['port']}")
     req = urllib.request.Request(cluster.edge_url(cluster.names[1]), data=json.dumps({"expression": seed["expression"]}).encode(),
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", **sampled_traceparent()[1]})
     with urllib.request.urlopen(req, timeout=10) as resp:
         trace_id, body = resp.headers["X-Trace-Id"], json.load(resp)
     assert body["result"] == seed["result"]

@@ -20,7 +20,8 @@ import pytest
 
 from conftest import instances_of, systemd_only, wait_until
 from testkit.lab import NodeLoad, load_summary
-from testkit.observe import Zipkin, browser, screenshot, span_failed, span_instance, trace_tree, zipkin_trace_page
+from testkit.observe import (Zipkin, browser, sampled_traceparent, screenshot, span_failed, span_instance, trace_tree,
+                             zipkin_trace_page)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 ARTIFACTS = os.environ.get("MESH_ARTIFACTS", os.path.join(ROOT, ".artifacts"))
@@ -37,7 +38,10 @@ def zipkin(model):
 
 
 def _compute(edge, seed, headers=None):
-    """One compute of the seed through the edge, from the controller: (status, headers, body)."""
+    """One compute of the seed through the edge, from the controller: (status, headers, body). Without `headers` it
+    asks for a trace (a sampled traceparent, as `make trace` does): the lab samples 10 % of the other requests."""
+    if headers is None:
+        headers = sampled_traceparent()[1]
     req = urllib.request.Request(f"{edge['url']}/api/v1/compute", data=json.dumps({"expression": seed["expression"]}).encode(),
                                  headers={"Content-Type": "application/json", **(headers or {})})
     try:
@@ -66,10 +70,11 @@ def _print(spans):
 
 
 def test_one_compute_is_one_trace_through_every_instance_it_called(edge, zipkin, seed):
-    status, headers, body = _compute(edge, seed)
+    trace_id, traceparent = sampled_traceparent()
+    status, headers, body = _compute(edge, seed, traceparent)
     assert (status, body.get("result")) == (200, seed["result"]), body
-    trace_id = headers.get("X-Trace-Id")
-    assert trace_id and body.get("trace_id") == trace_id
+    # The frontend continues the caller's trace and says so.
+    assert headers.get("X-Trace-Id") == body.get("trace_id") == trace_id
     calls = body["calls"]
     spans = zipkin.wait_trace(trace_id, spans=1 + 2 * len(calls))
     print(f"trace {trace_id}: {len(spans)} spans for {len(calls)} calls")
@@ -79,7 +84,7 @@ def test_one_compute_is_one_trace_through_every_instance_it_called(edge, zipkin,
     retried = sum(c["attempts"] - 1 for c in calls)
     assert {s["traceId"] for s in spans} == {trace_id}
     # Exactly: the root, one client span per attempt (one per call when none was retried), one server span each.
-    assert len(roots) == 1 and "parentId" not in roots[0], roots
+    assert len(roots) == 1 and roots[0].get("parentId") == traceparent["traceparent"].split("-")[2], roots
     assert len(spans) == 1 + len(attempts) + len(servers)
     assert len(attempts) == len(calls) + retried == len(servers)
     assert all(a["parentId"] == roots[0]["id"] for a in attempts)
