@@ -4,6 +4,8 @@ Every filter here only forwards to meshlab, so that playbooks, roles, tests,
 bench/ and scripts/ derive each fact from the same code.
 """
 
+from ansible.errors import AnsibleFilterError
+
 from meshlab import acl, apps, bench, catalog, edge, metrics, model, nomad, profile, secrets, tracing
 
 
@@ -26,8 +28,12 @@ def mesh_profile_defaults(name):
 
 
 def mesh_secret_value(name, secrets_dir, kind="token"):
-    """The lab secret `name` (meshlab/secrets.py); for tasks with no_log only."""
-    return secrets.ensure(secrets_dir, name, kind)
+    """The lab secret `name` (meshlab/secrets.py), made on first use on the controller: kind token (a UUID) or gossip
+    (a base64 32-byte key). The one way roles and templates read a secret; for no_log tasks only."""
+    try:
+        return secrets.ensure(secrets_dir, name, kind)
+    except (OSError, ValueError) as exc:
+        raise AnsibleFilterError(f"mesh_secret_value: {exc}") from exc
 
 
 def mesh_bench_plan(lab_model, options):
