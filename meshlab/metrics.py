@@ -186,7 +186,8 @@ def config(metrics_plan):
             "job_name": "zipkin",
             "metrics_path": "/prometheus",
             "consul_sd_configs": _sd(o, [JOB_SERVICES["zipkin"]]),
-            "relabel_configs": [address, *_NODE_LABELS],
+            # Its address as a label too: the dashboard links to Zipkin's UI where Consul says it is.
+            "relabel_configs": [address, *_NODE_LABELS, {"source_labels": ["__address__"], "target_label": "address"}],
         })
     return {
         "global": {"scrape_interval": o["scrape_interval"], "evaluation_interval": o["scrape_interval"],

@@ -45,6 +45,8 @@ def test_zipkin_has_a_token_of_its_own_and_a_scrape_job(model):
     assert ("zipkin", "mesh-1") in metrics.expected_targets(plan)
     [job] = [j for j in metrics.config(plan)["scrape_configs"] if j["job_name"] == "zipkin"]
     assert job["metrics_path"] == "/prometheus"
+    # The dashboard's link to Zipkin's UI reads the address Consul gave the target.
+    assert {"source_labels": ["__address__"], "target_label": "address"} in job["relabel_configs"]
 
 
 def test_without_tracing_nothing_is_traced(catalog, settings):

@@ -208,6 +208,17 @@ def test_zipkin_stopped_costs_spans_not_requests(host, model, edge, zipkin, seed
     print(f"Zipkin started again: the first whole trace ({found['spans']} spans) {time.monotonic() - restarted:.1f} s later")
 
 
+def test_the_dashboard_links_to_zipkin(model, prom, zipkin):
+    """The mesh console (Prometheus renders it on the server) links to Zipkin's UI at the address Consul gives it."""
+    with urllib.request.urlopen(f"{prom.url}/consoles/mesh.html", timeout=10) as resp:
+        page = resp.read().decode()
+    link = page.split('id="mesh-zipkin" href="', 1)[1].split('"', 1)[0] if 'id="mesh-zipkin"' in page else None
+    print(f"the dashboard links to {link}")
+    assert link == zipkin.ui_url()
+    with urllib.request.urlopen(link, timeout=10) as resp:
+        assert resp.status == 200
+
+
 def test_zipkin_ui_shows_a_compute(edge, zipkin, seed):
     """Headless Chromium opens a compute's trace in Zipkin's UI: the page lists the trace's services and spans."""
     from playwright.sync_api import sync_playwright
