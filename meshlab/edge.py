@@ -37,9 +37,8 @@ SHED_BODY = '{"error": "the mesh is busy: try again in a second", "shed": "edge"
 # The stats port's readiness answer (HAProxy's monitor-uri): Consul's check of the edge asks it.
 READY_PATH = "/ready"
 
+# Its ports are the model's (model["edge"]: mesh_edge_port, mesh_edge_stats_port), not options.
 DEFAULTS = {
-    "port": 8080,
-    "stats_port": 8404,
     "rate_limit": 50,  # requests per rate_period_s per client address
     "rate_period_s": 1,
     "rate_exempt": [],  # client addresses/networks the limit skips
@@ -117,13 +116,14 @@ def _weights(svc, options):
 
 def plan(model, options=None):
     """What the edge serves and how, or EdgeError naming the option to fix."""
-    opts = {**DEFAULTS, **{k: v for k, v in (options or {}).items() if v is not None}}
+    opts = {**DEFAULTS, **{k: v for k, v in (options or {}).items() if v is not None},
+            "port": model["edge"]["port"], "stats_port": model["edge"]["stats_port"]}
     for key in ("port", "stats_port", "rate_limit", "rate_period_s"):  # Ansible may hand over numbers as text
         if isinstance(opts[key], str) and opts[key].strip().isdigit():
             opts[key] = int(opts[key])
     for key in ("port", "stats_port"):
         if not _whole(opts[key], 1, 65535):
-            raise EdgeError(f"edge {key} {opts[key]!r} is not a TCP port (1-65535)")
+            raise EdgeError(f"mesh_edge_{key} {opts[key]!r} is not a TCP port (1-65535)")
     if opts["port"] == opts["stats_port"]:
         raise EdgeError(f"the edge's port and its stats port are both {opts['port']}: give each its own")
     for key in ("server_maxconn", "queue_timeout_ms", "max_body_bytes"):  # Ansible may hand over numbers as text

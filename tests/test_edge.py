@@ -87,8 +87,6 @@ def test_weights_from_the_catalog_or_the_overrides(model, options, want):
     ({"weights": ["v1"]}, "must map an exposed service"),
     ({"canary_weight": 101}, "whole number from 0 to 100"),
     ({"canary_weight": "half"}, "whole number from 0 to 100"),
-    ({"port": 8081}, "taken by catalog instances"),
-    ({"port": 8404}, "both 8404"),
     ({"rate_limit": 0}, "rate_limit 0"),
 ])
 def test_bad_settings_are_refused_with_what_to_change(model, options, words):
@@ -96,6 +94,17 @@ def test_bad_settings_are_refused_with_what_to_change(model, options, words):
         edge.plan(model, options)
     assert words in str(err.value)
     assert edge.problems(model, options) == [str(err.value)]
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"edge_port": 8081}, "taken by catalog instances"),
+    ({"edge_port": 8404}, "both 8404"),
+    ({"edge_port": 70000}, "mesh_edge_port 70000 is not a TCP port"),
+])
+def test_bad_ports_are_refused_with_what_to_change(catalog, settings, change, words):
+    """The edge's ports are the model's (mesh_edge_port, mesh_edge_stats_port), checked when the edge is planned."""
+    built = lab_model.build(catalog, [{"name": "mesh-1", "address": "10.0.0.11"}], {**settings, **change})
+    assert words in edge.problems(built)[0]
 
 
 def test_two_exposed_services_are_refused(catalog, settings):

@@ -88,20 +88,12 @@ async function terminate(child) {
 }
 
 /**
- * Start a real add-svc or sub-svc (`python -m arith_svc`) on a free loopback port; `env` is added to this
- * process's environment.
- * @returns {Promise<{url: string, port: number, instanceId: string, stop: () => Promise<number>}>}
+ * Spawn `command` (its stderr kept), wait until it answers /health on the loopback `port`; on failure kill it and
+ * throw with its stderr.
+ * @returns {Promise<{url: string, child: import('node:child_process').ChildProcess, stderr: () => string}>}
  */
-async function startArith(op, { admin = false, env = {} } = {}) {
-  const port = await freePort();
-  const adminPort = admin ? await freePort() : 0;
-  const instanceId = `${op}-test-${port}`;
-  const child = spawn(
-    ARITH_PYTHON,
-    ['-m', 'arith_svc', '--op', op, '--port', String(port), '--workers', '1', '--instance-id', instanceId,
-      '--admin-port', String(adminPort)],
-    { cwd: ARITH_DIR, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } },
-  );
+async function spawnUntilHealthy(command, args, options, port) {
+  const child = spawn(command, args, { ...options, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (chunk) => {
     stderr += chunk;
@@ -111,8 +103,27 @@ async function startArith(op, { admin = false, env = {} } = {}) {
     await waitForHealth(url, child);
   } catch (err) {
     child.kill('SIGKILL');
-    throw new Error(`${err.message}\n${ARITH_PYTHON} stderr:\n${stderr}`);
+    throw new Error(`${err.message}\n${command} stderr:\n${stderr}`);
   }
+  return { url, child, stderr: () => stderr };
+}
+
+/**
+ * Start a real add-svc or sub-svc (`python -m arith_svc`) on a free loopback port; `env` is added to this
+ * process's environment.
+ * @returns {Promise<{url: string, port: number, instanceId: string, stop: () => Promise<number>}>}
+ */
+async function startArith(op, { admin = false, env = {} } = {}) {
+  const port = await freePort();
+  const adminPort = admin ? await freePort() : 0;
+  const instanceId = `${op}-test-${port}`;
+  const { url, child } = await spawnUntilHealthy(
+    ARITH_PYTHON,
+    ['-m', 'arith_svc', '--op', op, '--port', String(port), '--workers', '1', '--instance-id', instanceId,
+      '--admin-port', String(adminPort)],
+    { cwd: ARITH_DIR, env: { ...process.env, ...env } },
+    port,
+  );
   const faults = (body) => request(`http://127.0.0.1:${adminPort}/admin/faults`, {
     method: body ? 'PUT' : 'DELETE', headers: { 'Content-Type': 'application/json' }, body: body && JSON.stringify(body),
   });
@@ -226,22 +237,10 @@ async function startFakeServer(handler) {
  */
 async function startServer(env) {
   const port = await freePort();
-  const child = spawn(process.execPath, [SERVER], {
+  const { url, child, stderr } = await spawnUntilHealthy(process.execPath, [SERVER], {
     env: { ...process.env, INSTANCE_ID: 'frontend-test', ...env, APP_PORT: String(port) },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr.on('data', (chunk) => {
-    stderr += chunk;
-  });
-  const url = `http://127.0.0.1:${port}`;
-  try {
-    await waitForHealth(url, child);
-  } catch (err) {
-    child.kill('SIGKILL');
-    throw new Error(`${err.message}\nfrontend stderr:\n${stderr}`);
-  }
-  return { url, child, stderr: () => stderr, stop: () => terminate(child) };
+  }, port);
+  return { url, child, stderr, stop: () => terminate(child) };
 }
 
 /**
