@@ -1,6 +1,6 @@
 """The lab's ACL policies and tokens: least privilege, one place.
 
-Every token's secret is made once on the controller (meshlab/secrets.py, names below)
+Every token's secret is made once on the controller (meshlab/secrets.py, named by secret_name below)
 and already sits in the agents' config or registrations; the role consul_acl makes the
 ACL system know it. Accessor ids are derived from the secrets (Ansible's to_uuid), so a
 re-run addresses the same tokens.
@@ -20,6 +20,14 @@ re-run addresses the same tokens.
     consul/node-exporter           service identity node-exporter the node exporters' registrations
     consul/zipkin                  service identity zipkin        Zipkin's registration and its sidecar (tracing)
 """
+
+
+def secret_name(role, subject=None):
+    """The one naming of the lab's secrets (files under mesh_secrets_dir, meshlab/secrets.py): the token of `role`
+    (management, dns, intentions, nomad, metrics-reader, or a lab service's name: edge, prometheus, zipkin, ...),
+    of `role`'s `subject` (agent, instance, service: consul/agent-mesh-1), or the gossip key (gossip). Roles and
+    templates reach it through the filter mesh_secret_name."""
+    return f"consul/{role}" if subject is None else f"consul/{role}-{subject}"
 
 
 def policies(nodes):
@@ -43,15 +51,15 @@ def policies(nodes):
 
 def tokens(nodes):
     """[{secret, description, policies, service_identities}] of the agents' and tools' tokens."""
-    found = [{"secret": f"consul/agent-{node}", "description": f"agent of {node}",
+    found = [{"secret": secret_name("agent", node), "description": f"agent of {node}",
               "policies": [{"name": f"agent-{node}"}], "service_identities": []} for node in nodes]
-    found.append({"secret": "consul/dns", "description": "default: DNS and token-less reads",
+    found.append({"secret": secret_name("dns"), "description": "default: DNS and token-less reads",
                   "policies": [{"name": "dns-read"}], "service_identities": []})
-    found.append({"secret": "consul/intentions", "description": "intentions reconciler",
+    found.append({"secret": secret_name("intentions"), "description": "intentions reconciler",
                   "policies": [{"name": "intentions-write"}], "service_identities": []})
-    found.append({"secret": "consul/nomad", "description": "Nomad's Consul integration",
+    found.append({"secret": secret_name("nomad"), "description": "Nomad's Consul integration",
                   "policies": [{"name": "nomad-agent"}], "service_identities": []})
-    found.append({"secret": "consul/metrics-reader", "description": "Prometheus: the agents' metrics",
+    found.append({"secret": secret_name("metrics-reader"), "description": "Prometheus: the agents' metrics",
                   "policies": [{"name": "agents-read"}], "service_identities": []})
     return found
 
@@ -63,39 +71,34 @@ def workload_tokens(model, scheduler="systemd"):
     from .model import EDGE, NODE_EXPORTER, PROMETHEUS, ZIPKIN, token_file
 
     edge = model.get("edge") or {}
-    lab_tokens = [{"secret": f"consul/{EDGE}", "description": f"workload {EDGE}", "name": EDGE, "nodes": edge["nodes"],
+    lab_tokens = [{"secret": secret_name(EDGE), "description": f"workload {EDGE}", "name": EDGE, "nodes": edge["nodes"],
                     "file": edge["token_file"], "policies": [], "service_identities": [{"service_name": EDGE}]}
                    ] if edge.get("nodes") else []
     metrics = model.get("metrics") or {}
     if metrics:
         # The node exporters' token only registers them (it is in their registrations): no file on the nodes.
         lab_tokens += [
-            {"secret": f"consul/{PROMETHEUS}", "description": f"workload {PROMETHEUS}", "name": PROMETHEUS,
+            {"secret": secret_name(PROMETHEUS), "description": f"workload {PROMETHEUS}", "name": PROMETHEUS,
              "nodes": [metrics["node"]], "file": metrics["token_file"], "policies": [],
              "service_identities": [{"service_name": PROMETHEUS}]},
-            {"secret": f"consul/{NODE_EXPORTER}", "description": f"workload {NODE_EXPORTER}", "name": NODE_EXPORTER,
+            {"secret": secret_name(NODE_EXPORTER), "description": f"workload {NODE_EXPORTER}", "name": NODE_EXPORTER,
              "nodes": [], "file": None, "policies": [], "service_identities": [{"service_name": NODE_EXPORTER}]},
         ]
     tracing = model.get("tracing") or {}
     if tracing:
-        lab_tokens.append({"secret": f"consul/{ZIPKIN}", "description": f"workload {ZIPKIN}", "name": ZIPKIN,
+        lab_tokens.append({"secret": secret_name(ZIPKIN), "description": f"workload {ZIPKIN}", "name": ZIPKIN,
                            "nodes": [tracing["node"]], "file": tracing["token_file"], "policies": [],
                            "service_identities": [{"service_name": ZIPKIN}]})
     if scheduler == "nomad":
         every = list(model["nodes"])
-        return lab_tokens + [{"secret": f"consul/service-{s['name']}", "description": f"workload service {s['name']}",
+        return lab_tokens + [{"secret": secret_name("service", s["name"]), "description": f"workload service {s['name']}",
                  "name": s["name"], "nodes": every, "file": token_file(s["name"], model["settings"]),
                  "policies": [], "service_identities": [{"service_name": s["name"]}]}
                 for s in model["services"]]
-    return lab_tokens + [{"secret": f"consul/instance-{i['id']}", "description": f"workload instance {i['id']}", "name": i["id"],
+    return lab_tokens + [{"secret": secret_name("instance", i["id"]), "description": f"workload instance {i['id']}", "name": i["id"],
              "nodes": [i["node"]], "file": i["token_file"], "policies": [],
              "service_identities": [{"service_name": i["service"]}]}
             for i in model["instances"]]
-
-
-def instance_token_secret(instance_id):
-    """The secret's name of an instance's token (its registration carries it)."""
-    return f"consul/instance-{instance_id}"
 
 
 DESCRIPTION_PREFIX = "hello-servicemesh: "

@@ -45,6 +45,7 @@ sidecar's public mTLS listener binds to, and is registered at, the node's addres
 """
 
 from . import apps as _apps
+from .acl import secret_name
 from .catalog import LOOPBACK, admin_port
 
 RUNTIMES = {
@@ -437,13 +438,13 @@ def node_services(model, node, address):
     edge = model["edge"]
     if node in edge["nodes"]:
         # HTTP on the stats port: a bare TCP check on the public port would count as a bad request there.
-        add(EDGE, edge["port"], "consul/edge", {"metrics_port": str(edge["stats_port"])},
+        add(EDGE, edge["port"], secret_name(EDGE), {"metrics_port": str(edge["stats_port"])},
             {"name": "edge ready", "http": f"http://{address}:{edge['stats_port']}/ready"})
     metrics = model.get("metrics") or {}
     if metrics and node in metrics["agents"]:
-        add(NODE_EXPORTER, metrics["node_exporter_port"], f"consul/{NODE_EXPORTER}")
+        add(NODE_EXPORTER, metrics["node_exporter_port"], secret_name(NODE_EXPORTER))
     if metrics and node == metrics["node"]:
-        add(PROMETHEUS, metrics["port"], f"consul/{PROMETHEUS}")
+        add(PROMETHEUS, metrics["port"], secret_name(PROMETHEUS))
     tracing = model.get("tracing") or {}
     if tracing and node == tracing["node"]:
         # Zipkin's sidecar (unit zipkin-sidecar, role zipkin) takes the apps' spans over mTLS and hands them to
@@ -452,7 +453,7 @@ def node_services(model, node, address):
                                 "port": tracing["port"], "sidecar_port": tracing["sidecar_port"],
                                 "health_path": "/health", "upstreams": []}, settings)["service"]["connect"]
         sidecar["sidecar_service"]["proxy"]["local_service_address"] = address
-        add(ZIPKIN, tracing["port"], f"consul/{ZIPKIN}", None,
+        add(ZIPKIN, tracing["port"], secret_name(ZIPKIN), None,
             {"name": "zipkin ready", "http": f"http://{address}:{tracing['port']}/health"}, sidecar)
     return found
 

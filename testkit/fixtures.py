@@ -5,7 +5,7 @@ They read the scenario's inventory (MOLECULE_INVENTORY_FILE), so they only work 
 
 import pytest
 
-from meshlab import secrets
+from meshlab import acl, secrets
 from .lab import molecule_inventory, resolved_model, secrets_dir
 
 
@@ -24,4 +24,4 @@ def model(inventory):
 @pytest.fixture(scope="session")
 def management_token(inventory):
     """The lab's management token, from the controller's secrets (the tests' own calls use it)."""
-    return secrets.read(secrets_dir(inventory), "consul/management")
+    return secrets.read(secrets_dir(inventory), acl.secret_name("management"))

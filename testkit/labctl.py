@@ -46,7 +46,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 
-from meshlab import SEED_EXPRESSION, SEED_RESULT, labstate, metrics, secrets
+from meshlab import SEED_EXPRESSION, SEED_RESULT, acl, labstate, metrics, secrets
 from testkit.lab import resolved_model, secrets_dir
 from testkit.load import BoundedLoad, NodeLoad, load_summary, overload_summary, overload_table
 from testkit.observe import DASHBOARD_PATH, Prometheus, Zipkin, sampled_traceparent, trace_tree
@@ -163,7 +163,7 @@ def get_json(lab, key, path, timeout=5):
         with urllib.request.urlopen(f"http://{lab.endpoint(key)}{path}", timeout=timeout) as resp:
             return json.load(resp)
     try:
-        token = secrets.read(lab.secrets, "consul/management")
+        token = secrets.read(lab.secrets, acl.secret_name("management"))
     except FileNotFoundError:
         raise LabError(f"no management token in {lab.secrets}: was the lab provisioned?") from None
     ctx = ssl.create_default_context(cafile=os.path.join(lab.secrets, "tls", "ca.pem"))

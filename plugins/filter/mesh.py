@@ -27,6 +27,11 @@ def mesh_profile_defaults(name):
     return profile.defaults(name)
 
 
+def mesh_secret_name(role, subject=None):
+    """meshlab.acl.secret_name: the one naming of the lab's secrets ('agent' | mesh_secret_name(inventory_hostname))."""
+    return acl.secret_name(role, subject)
+
+
 def mesh_secret_value(name, secrets_dir, kind="token"):
     """The lab secret `name` (meshlab/secrets.py), made on first use on the controller: kind token (a UUID) or gossip
     (a base64 32-byte key). The one way roles and templates read a secret; for no_log tasks only."""
@@ -100,6 +105,7 @@ class FilterModule:
             "mesh_node_services": mesh_node_services,
             "mesh_tracing_plan": mesh_tracing_plan,
             "mesh_tracing_problems": mesh_tracing_problems,
+            "mesh_secret_name": mesh_secret_name,
             "mesh_acl_policies": acl.policies,
             "mesh_acl_tokens": acl.tokens,
             "mesh_acl_workload_tokens": acl.workload_tokens,
