@@ -181,7 +181,7 @@ def test_a_compute_s_trace_spans_instances_on_several_nodes(cluster, seed):
     tracing = cluster.model["tracing"]
     assert tracing, "the lab runs without tracing: playbooks/facts.yml printed why"
     zipkin = Zipkin(f"http://{cluster.address(tracing['node'])}:{tracing['port']}")
-    req = urllib.request.Request(cluster.edge_url(cluster.names[1]), data=json.dumps({"expression": seed["expression"]}).encode(),
+    req = urllib.request.Request(cluster.edge_url(cluster.names[1]), data=json.dumps(seed["body"]).encode(),
                                  headers={"Content-Type": "application/json", **sampled_traceparent()[1]})
     with urllib.request.urlopen(req, timeout=10) as resp:
         trace_id, body = resp.headers["X-Trace-Id"], json.load(resp)
