@@ -342,16 +342,22 @@ def cmd_status(lab, _args):
     return 0 if ok else 1
 
 
-def cmd_click(lab, args):
+def _compute(lab, expression, headers=None, show=""):
+    """One compute through the edge, printed as `POST <url> <body><show>`: (status, response headers, JSON answer)."""
     url = f"http://{lab.endpoint('frontend')}/api/v1/compute"
-    body = json.dumps({"expression": args.expression}).encode()
-    print(f"POST {url} {{\"expression\": \"{args.expression}\"}}")
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    if show is not None:
+        print(f"POST {url} {{\"expression\": \"{expression}\"}}{show}")
+    req = urllib.request.Request(url, data=json.dumps({"expression": expression}).encode(),
+                                 headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
-            status, answer = resp.status, json.load(resp)
+            return resp.status, resp.headers, json.load(resp)
     except urllib.error.HTTPError as exc:
-        status, answer = exc.code, json.load(exc)
+        return exc.code, exc.headers, json.load(exc)
+
+
+def cmd_click(lab, args):
+    status, _, answer = _compute(lab, args.expression)
     if status != 200:
         print(f"{RED}HTTP {status}{RESET}: {json.dumps(answer)}")
         return 1
@@ -368,17 +374,10 @@ def cmd_trace(lab, args):
     zipkin = Zipkin(f"http://{lab.endpoint('zipkin')}")
     trace_id = args.id
     if not trace_id:
-        url = f"http://{lab.endpoint('frontend')}/api/v1/compute"
         # A sampled trace context: traced whatever the lab's sampling ratio (mesh_tracing_sample_ratio).
         _, traceparent = sampled_traceparent()
-        print(f"POST {url} {{\"expression\": \"{args.expression}\"}} traceparent: {traceparent['traceparent']}")
-        req = urllib.request.Request(url, data=json.dumps({"expression": args.expression}).encode(),
-                                     headers={"Content-Type": "application/json", **traceparent})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                status, headers, answer = resp.status, resp.headers, json.load(resp)
-        except urllib.error.HTTPError as exc:
-            status, headers, answer = exc.code, exc.headers, json.load(exc)
+        status, headers, answer = _compute(lab, args.expression, traceparent,
+                                           f" traceparent: {traceparent['traceparent']}")
         trace_id = headers.get("X-Trace-Id") or answer.get("trace_id")
         print(f"HTTP {status}, result {answer.get('result')}, {len(answer.get('calls', []))} calls, trace {trace_id}")
         if not trace_id:
@@ -569,12 +568,10 @@ def _has_zipkin(lab):
 
 
 def _traced_compute(lab):
-    """One compute of the seed through the edge: (trace id, its calls)."""
-    req = urllib.request.Request(f"http://{lab.endpoint('frontend')}/api/v1/compute",
-                                 data=json.dumps({"expression": SEED_EXPRESSION}).encode(),
-                                 headers={"Content-Type": "application/json", **sampled_traceparent()[1]})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return resp.headers.get("X-Trace-Id"), json.load(resp).get("calls", [])
+    """One traced compute of the seed through the edge: (trace id, its calls)."""
+    trace_id, traceparent = sampled_traceparent()
+    _, _, answer = _compute(lab, SEED_EXPRESSION, traceparent, show=None)
+    return trace_id, answer.get("calls", [])
 
 
 def _trace_shots(lab, out):
