@@ -71,7 +71,7 @@ VAGRANT       ?= vagrant
 PROVIDER      ?=
 LAB_DIR       := $(or $(VAGRANT_DOTFILE_PATH),.vagrant)
 LAB_INVENTORY := $(LAB_DIR)/provisioners/ansible/inventory
-.PHONY: up down provision status click urls test-vagrant chaos-kill chaos-slow chaos-errors chaos-heal edge canary hammer overload trace dashboard screenshots
+.PHONY: up down provision status click urls test-vagrant chaos-kill chaos-slow chaos-errors chaos-heal edge canary hammer overload trace dashboard screenshots scale ship
 
 up: bootstrap ## Start the lab: vagrant up, provision, start-workloads; ends with the URLs and the profile used
 	@echo "==> vagrant up: decide provider and profile, boot the node(s)"
@@ -140,6 +140,13 @@ chaos-slow: ## +MS ms (default 300) on one instance of SVC, between two probe lo
 
 chaos-errors: ## RATE (default 0.5) of one SVC instance's answers become 500, between two probe loads
 	@$(LAB) chaos errors --service $(SVC) --rate $(RATE)
+
+scale: ## Run SVC (default add-svc) with N instances until the next start-workloads; removed ones are drained; under a probe load
+	@test -n "$(N)" || { echo "usage: make scale SVC=add-svc N=4"; exit 2; }
+	@$(LAB) scale --service $(SVC) --count $(N)
+
+ship: ## start-workloads under a probe load: what changed (code, settings) rolls out batch by batch, drained
+	@$(LAB) ship
 
 chaos-heal: ## every instance back to no faults
 	@$(LAB) chaos heal

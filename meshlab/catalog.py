@@ -3,9 +3,15 @@
 A service (one entry of ``mesh_catalog``; inventory/lab/group_vars/all/catalog.yml
 documents each key):
 
-    name, app, language, args, instances, port, sidecar_port, health_path   required
-    bind, env, upstreams, placement, admin_port, faults, versions, expose,
-    metrics_path                                                             optional
+    name, app, language, args, instances, health_path                      required
+    port, sidecar_port, admin_port, bind, env, upstreams, placement, faults,
+    versions, expose, metrics_path, max_parallel                            optional
+
+Without ``port`` / ``sidecar_port`` (and ``admin_port``) the lab model gives each instance ports of its own
+from the dynamic range (meshlab.model.dynamic_ports), as Nomad does.
+
+``scaled(catalog, scale)`` is the catalog with the instance counts of ``mesh_scale`` ({service: count},
+`make scale`); ``scale_errors`` says what is wrong with one.
 """
 
 import re
@@ -15,8 +21,9 @@ ENV_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 APP_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 SCHEDULERS = ("systemd", "nomad")
 LANGUAGES = ("python", "node")
-REQUIRED = ("name", "app", "language", "args", "instances", "port", "sidecar_port", "health_path")
-OPTIONAL = ("bind", "env", "upstreams", "placement", "admin_port", "faults", "versions", "expose", "metrics_path")
+REQUIRED = ("name", "app", "language", "args", "instances", "health_path")
+OPTIONAL = ("port", "sidecar_port", "admin_port", "bind", "env", "upstreams", "placement", "faults", "versions", "expose",
+            "metrics_path", "max_parallel")
 VERSION_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 # Caller-side policy of one upstream (the frontend's client; apps/README.md), as <PREFIX>_<KEY> variables.
 POLICY_KEYS = ("timeout_ms", "attempt_timeout_ms", "retries", "retry_backoff_ms", "retry_budget_percent",
@@ -28,8 +35,16 @@ LOOPBACK = "127.0.0.1"
 
 
 def admin_port(svc):
-    """Instance 1's admin endpoint port (127.0.0.1 only): the catalog's admin_port, else port + 10000."""
-    return svc.get("admin_port") or svc["port"] + 10000
+    """Instance 1's admin endpoint port (127.0.0.1 only): the catalog's admin_port, else port + 10000; None when
+    the service has neither (the model gives each instance a dynamic one)."""
+    if svc.get("admin_port"):
+        return svc["admin_port"]
+    return svc["port"] + 10000 if svc.get("port") else None
+
+
+def whole(value, low=1):
+    """A whole number (not a bool) of at least `low`."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
 def is_port(value):
@@ -82,6 +97,9 @@ def _service_errors(svc, where):
                           f"for {', '.join(POLICY_KEYS)}")
     errors += _fault_errors(svc, where)
     errors += _version_errors(svc, where)
+    if "max_parallel" in svc and not whole(svc["max_parallel"]):
+        errors.append(f"{where}: max_parallel {svc['max_parallel']!r} must be a whole number of at least 1 "
+                      "(how many of its instances a rolling update restarts at a time)")
     if "expose" in svc and not isinstance(svc["expose"], bool):
         errors.append(f"{where}: expose must be true or false (true: the edge serves it)")
     return errors
@@ -165,13 +183,46 @@ def _placement_errors(svc, where, nodes, groups):
     return []
 
 
-def errors(catalog, scheduler="systemd", reserved_ports=None, nodes=None, groups=None):
-    """Every problem of `catalog`, each message saying what to change; [] when valid.
+def scale_errors(catalog, scale):
+    """What is wrong with `scale` ({service: instance count}, mesh_scale) for `catalog`; [] when it applies."""
+    if scale in (None, {}):
+        return []
+    if not isinstance(scale, dict):
+        return [f"mesh_scale must be a mapping {{service: instances}}, got {scale!r}"]
+    services = {s.get("name"): s for s in catalog if isinstance(s, dict)} if isinstance(catalog, list) else {}
+    found = []
+    for name, count in scale.items():
+        svc = services.get(name)
+        if svc is None:
+            found.append(f"mesh_scale: '{name}' is no service of mesh_catalog (services: {', '.join(map(str, services))})")
+        elif not whole(count) or count > 254:
+            found.append(f"mesh_scale: {name} {count!r} must be a whole number from 1 to 254")
+        elif svc.get("versions"):
+            found.append(f"mesh_scale: {name} has versions (a canary split): change their instances in mesh_catalog")
+        elif svc.get("faults") and any(f.get("instance", 0) > count for f in svc["faults"] if isinstance(f, dict)):
+            found.append(f"mesh_scale: {name} {count} leaves out an instance its faults name")
+    return found
+
+
+def scaled(catalog, scale):
+    """`catalog` with the instance counts of `scale` (make scale), when they apply (scale_errors says when not)."""
+    if not scale or scale_errors(catalog, scale):
+        return catalog
+    return [{**svc, "instances": int(scale[svc["name"]])} if svc.get("name") in scale else svc for svc in catalog]
+
+
+def errors(catalog, scheduler="systemd", reserved_ports=None, nodes=None, groups=None, scale=None):
+    """Every problem of `catalog` (with the instance counts of `scale`, mesh_scale), each message saying what to
+    change; [] when valid.
 
     `reserved_ports` maps names to ports already taken (Consul's); `nodes` lists the
     workload nodes and `groups` the inventory groups, for the placement rules (None:
     placement is checked for its shape only).
     """
+    problems = scale_errors(catalog, scale)
+    if problems:
+        return problems
+    catalog = scaled(catalog, scale)
     found = []
     if scheduler not in SCHEDULERS:
         found.append(f"mesh_scheduler is '{scheduler}': use one of {', '.join(SCHEDULERS)}")
@@ -216,9 +267,9 @@ def _port_collisions(catalog, reserved_ports):
         owners.setdefault(int(port), []).append(f"consul {name} port")
     for svc in catalog:
         for inst in range(svc["instances"]):
-            owners.setdefault(svc["port"] + inst, []).append(f"{svc['name']}-{inst + 1} app port")
-            owners.setdefault(svc["sidecar_port"] + inst, []).append(f"{svc['name']}-{inst + 1} sidecar port")
-            owners.setdefault(admin_port(svc) + inst, []).append(f"{svc['name']}-{inst + 1} admin port")
+            for kind, first in (("app", svc.get("port")), ("sidecar", svc.get("sidecar_port")), ("admin", admin_port(svc))):
+                if first:  # a dynamic port (none in the catalog) is the model's to choose, free by construction
+                    owners.setdefault(first + inst, []).append(f"{svc['name']}-{inst + 1} {kind} port")
         for up in svc.get("upstreams") or []:
             owners.setdefault(up["local_port"], []).append(f"{svc['name']} upstream {up['service']} local port")
     return [

@@ -29,7 +29,7 @@ What the edge does with the exposed service (at most one: the edge's port serves
 * a stats page and the Prometheus exporter on their own port.
 """
 
-from .model import EDGE, ports_in_use
+from .model import EDGE, EDGE_DNS_HOLD_OBSOLETE_S, EDGE_DNS_RESOLVE_S, ports_in_use
 
 # The edge's own 503: the mesh is full (the queue timed out) or no server is up.
 SHED_BODY = '{"error": "the mesh is busy: try again in a second", "shed": "edge"}'
@@ -232,11 +232,11 @@ def config(edge_plan):
         # Consul answers a 512-byte query with 3 records, silently (facts file): ask for more.
         "    accepted_payload_size 8192",
         "    resolve_retries 3",
-        "    timeout resolve 1s",
+        f"    timeout resolve {EDGE_DNS_RESOLVE_S}s",
         "    timeout retry 1s",
         "    hold valid 5s",
         "    hold nx 2s",
-        "    hold obsolete 2s",
+        f"    hold obsolete {EDGE_DNS_HOLD_OBSOLETE_S}s",
         "",
         f"frontend {EDGE}",
         f"    bind :{o['port']}",

@@ -17,6 +17,13 @@
                  ({} when the lab runs without metrics)
     tracing      the node that runs Zipkin, its ports, the local port of every instance's tracing upstream,
                  the sampling ratio and its token file ({} when the lab runs without tracing)
+    rollout      how planned stops and rolling updates go (meshlab/rollout.py): drain_s, the seconds an
+                 instance stays out of discovery before it stops (default: the edge's DNS refresh, see
+                 drain_seconds)
+
+Ports: a service with ``port`` / ``sidecar_port`` in the catalog gives instance n that port + n - 1; without
+them each instance gets ports from the dynamic range (``dynamic_ports``, 20000-32000 like Nomad's), chosen
+per node from a hash of the instance id (stable across runs) and probing past every port taken on the node.
 
 ``node_services(model, node, address)`` are the lab's own services on a node that Consul lists beside
 the workloads (the edge, the node exporter, Prometheus, Zipkin), so that Prometheus finds them there.
@@ -43,6 +50,8 @@ Consul registration carries the address where the app really listens (so
 sidecar's public mTLS listener binds to, and is registered at, the node's address
 (``<svc>.connect.consul`` is the name other nodes use).
 """
+
+import hashlib
 
 from . import apps as _apps
 from .acl import secret_name
@@ -82,7 +91,28 @@ DEFAULTS = {
     "tracing_queue_size": 2048,  # spans an app keeps waiting for export; more are dropped (and counted)
     "tracing_batch_delay_ms": 500,  # how long an app gathers spans before it sends them
     "tracing_export_timeout_ms": 2000,  # how long an app waits for Zipkin to take a batch
+    "dynamic_ports": [20000, 32000],  # where instances without catalog ports get theirs (Nomad's default range)
+    "drain_s": None,  # seconds out of discovery before a planned stop (None or "": drain_seconds(); 0: no drain)
 }
+
+# The edge's DNS discovery (meshlab/edge.py's resolvers section): HAProxy asks Consul DNS every
+# EDGE_DNS_RESOLVE_S seconds and keeps a server that left the answers for EDGE_DNS_HOLD_OBSOLETE_S more.
+EDGE_DNS_RESOLVE_S = 1
+EDGE_DNS_HOLD_OBSOLETE_S = 2
+
+
+def drain_seconds(settings, services=()):
+    """How long an instance stays out of discovery before a planned stop: the settings' drain_s, else the longer of
+    the time the edge takes to drop it (one DNS refresh, then the hold of obsolete answers) and the life of a
+    caller's pooled connection (a service's UPSTREAM_SOCKET_MAX_AGE_MS: the frontend's pool keeps a connection,
+    and with it the instance the sidecar dealt it to, that long), plus one second for Consul to sync the change
+    from the agent to the servers. The upstream sidecars follow Consul within that (blocking queries), and a new
+    connection never reaches a drained instance. docs/shipping.md has what it measured."""
+    if settings.get("drain_s") not in (None, ""):
+        return float(settings["drain_s"])
+    pooled = [int(s["env"]["UPSTREAM_SOCKET_MAX_AGE_MS"]) / 1000 for s in services
+              if str(s.get("env", {}).get("UPSTREAM_SOCKET_MAX_AGE_MS", "")).isdigit()]
+    return float(max([EDGE_DNS_RESOLVE_S + EDGE_DNS_HOLD_OBSOLETE_S] + pooled) + 1)
 
 
 class ModelError(ValueError):
@@ -271,6 +301,35 @@ def placement_nodes(service, names, groups):
     return names
 
 
+def _taken_everywhere(services, settings, tracing):
+    """The ports no dynamic port may take on any node: every static catalog port, the upstream listeners, Consul's,
+    the edge's, Prometheus', the node exporter's and Zipkin's."""
+    taken = {int(p) for p in (settings["consul_ports"] or {}).values()}
+    taken |= {settings["edge_port"], settings["edge_stats_port"], settings["metrics_port"],
+              settings["node_exporter_port"]}
+    if tracing:
+        taken |= {tracing["port"], tracing["sidecar_port"], tracing["local_port"]}
+    for svc in services:
+        for first in (svc.get("port"), svc.get("sidecar_port"), admin_port(svc)):
+            if first:
+                taken |= set(range(first, first + svc["instances"]))
+        taken |= {up["local_port"] for up in svc["upstreams"]}
+    return taken
+
+
+def dynamic_port(instance_id, kind, taken, low, high):
+    """A port for `instance_id`'s `kind` (app, sidecar, admin) in [low, high): its hash's slot, or the next free
+    one after it. The same id gets the same port on every run while nothing else took that slot first."""
+    size = high - low
+    start = int(hashlib.sha256(f"{instance_id}/{kind}".encode()).hexdigest(), 16) % size
+    for step in range(size):
+        port = low + (start + step) % size
+        if port not in taken:
+            taken.add(port)
+            return port
+    raise ModelError(f"no free port left in the dynamic range {low}-{high} for {instance_id} ({kind})")
+
+
 def _service(svc, settings):
     runtime = RUNTIMES[svc["language"]]
     app_dir = f"{settings['apps_dir']}/{svc['app']}"
@@ -284,6 +343,7 @@ def _service(svc, settings):
         "faults": list(svc.get("faults") or []),
         "versions": versions(svc),
         "expose": bool(svc.get("expose")),
+        "max_parallel": int(svc.get("max_parallel") or 1),
         "dir": app_dir,
         "argv": [runtime["interpreter"].format(venv=venv)] + list(svc["args"]),
     }
@@ -306,7 +366,8 @@ def build(catalog, nodes, settings=None):
 
     metrics = _metrics(settings, address)
     tracing = _tracing(settings, address, metrics)
-    instances = []
+    # Placement first, then the ports: a dynamic port is free on its node, in instance id order (stable).
+    placed = []
     dealt = 0  # round-robin position over all workload nodes, shared by services without placement
     for svc in services:
         candidates = placement_nodes(svc, list(address), settings["groups"])
@@ -318,46 +379,59 @@ def build(catalog, nodes, settings=None):
             else:
                 node = candidates[dealt % len(candidates)]
                 dealt += 1
-            iid = instance_id(svc["name"], i + 1)
-            port = svc["port"] + i
-            env = dict(svc["env"])
-            env.update(upstream_env(svc, upstream_address(i + 1)))
-            env.update(fault_env(svc, i + 1))
-            version = version_of(svc, i + 1)
-            if version:
-                env["APP_VERSION"] = version
-            env.update({"APP_BIND": svc["bind"], "APP_PORT": str(port), "APP_ADMIN_PORT": str(admin_port(svc) + i),
-                        "INSTANCE_ID": iid, "MESH_APP_REVISION": revisions[svc["app"]]})
-            inst = {
-                "id": iid,
-                "service": svc["name"],
-                "index": i + 1,
-                "node": node,
-                "node_address": address[node],
-                "app": svc["app"],
-                "language": svc["language"],
-                "port": port,
-                "sidecar_port": svc["sidecar_port"] + i,
-                "admin_port": admin_port(svc) + i,
-                "version": version,
-                "bind": svc["bind"],
-                # Where the app really listens: loopback, or the node's address for a public app.
-                "address": LOOPBACK if svc["bind"] == LOOPBACK else address[node],
-                "argv": list(svc["argv"]),
-                "workdir": svc["dir"],
-                "env": env,
-                "health_path": svc["health_path"],
-                "metrics_path": svc.get("metrics_path"),
-                "upstreams": list(svc["upstreams"]),
-                "upstream_address": upstream_address(i + 1),
-                "units": unit_names(iid),
-                "tracing_port": tracing["local_port"] if tracing else None,
-            }
-            inst["env"].update(tracing_env(tracing, inst))
-            inst["registration"] = registration(inst, settings)
-            inst["sidecar_argv"] = sidecar_argv(iid, settings)
-            inst["token_file"] = token_file(iid, settings)
-            instances.append(inst)
+            placed.append((svc, i, node))
+    everywhere = _taken_everywhere(services, settings, tracing)
+    low, high = (int(p) for p in settings["dynamic_ports"])
+    taken = {node: set(everywhere) for node in address}
+    ports = {}
+    for svc, i, node in sorted(placed, key=lambda p: instance_id(p[0]["name"], p[1] + 1)):
+        iid = instance_id(svc["name"], i + 1)
+        static = {"app": svc.get("port"), "sidecar": svc.get("sidecar_port"), "admin": admin_port(svc)}
+        ports[iid] = {kind: first + i if first else dynamic_port(iid, kind, taken[node], low, high)
+                      for kind, first in static.items()}
+
+    instances = []
+    for svc, i, node in placed:
+        iid = instance_id(svc["name"], i + 1)
+        port = ports[iid]["app"]
+        env = dict(svc["env"])
+        env.update(upstream_env(svc, upstream_address(i + 1)))
+        env.update(fault_env(svc, i + 1))
+        version = version_of(svc, i + 1)
+        if version:
+            env["APP_VERSION"] = version
+        env.update({"APP_BIND": svc["bind"], "APP_PORT": str(port), "APP_ADMIN_PORT": str(ports[iid]["admin"]),
+                    "INSTANCE_ID": iid, "MESH_APP_REVISION": revisions[svc["app"]]})
+        inst = {
+            "id": iid,
+            "service": svc["name"],
+            "index": i + 1,
+            "node": node,
+            "node_address": address[node],
+            "app": svc["app"],
+            "language": svc["language"],
+            "port": port,
+            "sidecar_port": ports[iid]["sidecar"],
+            "admin_port": ports[iid]["admin"],
+            "version": version,
+            "bind": svc["bind"],
+            # Where the app really listens: loopback, or the node's address for a public app.
+            "address": LOOPBACK if svc["bind"] == LOOPBACK else address[node],
+            "argv": list(svc["argv"]),
+            "workdir": svc["dir"],
+            "env": env,
+            "health_path": svc["health_path"],
+            "metrics_path": svc.get("metrics_path"),
+            "upstreams": list(svc["upstreams"]),
+            "upstream_address": upstream_address(i + 1),
+            "units": unit_names(iid),
+            "tracing_port": tracing["local_port"] if tracing else None,
+        }
+        inst["env"].update(tracing_env(tracing, inst))
+        inst["registration"] = registration(inst, settings)
+        inst["sidecar_argv"] = sidecar_argv(iid, settings)
+        inst["token_file"] = token_file(iid, settings)
+        instances.append(inst)
 
     return {
         "catalog": catalog,
@@ -386,6 +460,7 @@ def build(catalog, nodes, settings=None):
                  "stats_port": settings["edge_stats_port"], "token_file": token_file(EDGE, settings)},
         "metrics": metrics,
         "tracing": tracing,
+        "rollout": {"drain_s": drain_seconds(settings, services)},
     }
 
 

@@ -150,6 +150,7 @@ def job(service, model):
     return {
         "name": hcl_string(name),
         "count": int(service["instances"]),
+        "max_parallel": int(service["max_parallel"]),  # the update block's, as the systemd scheduler's batches
         "public": public,
         "ports": ports,
         "placement": placement(service, model),

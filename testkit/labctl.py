@@ -48,7 +48,7 @@ from collections import Counter
 
 from meshlab import SEED_EXPRESSION, SEED_RESULT, acl, labstate, metrics, secrets
 from testkit.lab import resolved_model, secrets_dir
-from testkit.load import BoundedLoad, NodeLoad, load_summary, overload_summary, overload_table
+from testkit.load import BoundedLoad, NodeLoad, is_shed, load_summary, overload_summary, overload_table
 from testkit.observe import DASHBOARD_PATH, Prometheus, Zipkin, sampled_traceparent, trace_tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -458,6 +458,53 @@ def cmd_overload(lab, args):
     return 0 if all(s["failed_inside"] == 0 for s in steps) else 1
 
 
+def _workloads(lab, extra):
+    """workloads.yml on the lab with `extra` vars, its output on the terminal (a run takes a minute or more)."""
+    argv = ["ansible-playbook", "-i", lab.inventory, os.path.join(ROOT, "playbooks", "workloads.yml")]
+    if extra:
+        argv += ["-e", json.dumps(extra)]
+    return subprocess.run(argv, cwd=ROOT, check=False).returncode
+
+
+def _while(lab, label, action, rate=10):
+    """`action()` under a probe load through the edge (rate/s for as long as it runs): what users saw meanwhile.
+    Prints the summary and the instances that answered; returns (action's result, summary)."""
+    url = f"http://{lab.endpoint('frontend')}/api/v1/compute"
+    load = BoundedLoad(url, {"expression": SEED_EXPRESSION}, rate, 3600).start()
+    result = action()
+    records = load.stop().join()
+    ok = lambda r: r["status"] == 200 and (r["body"] or {}).get("result") == SEED_RESULT  # noqa: E731
+    summary = load_summary(records, ok)
+    shed = sum(1 for r in records if is_shed(r))
+    statuses = Counter(r["status"] or "no answer" for r in records if not ok(r) and not is_shed(r))
+    retried = sum(c["attempts"] - 1 for r in records if r["body"] for c in r["body"].get("calls", []))
+    calls = Counter(c["instance"] for r in records if r["body"] for c in r["body"].get("calls", []))
+    colour = GREEN if summary["failed"] == 0 else RED
+    print(f"{BOLD}{label}{RESET}: {rate}/s to {url} for {load.elapsed():.0f} s: {colour}{summary['ok']}/{summary['requests']} "
+          f"ok{RESET}, shed by the edge {shed}, failed inside {sum(statuses.values())}, retried upstream attempts "
+          f"{retried}, p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms" + (f", failures {dict(statuses)}" if statuses else ""))
+    print("  answered: " + ", ".join(f"{iid} {n}" for iid, n in sorted(calls.items())))
+    return result, summary
+
+
+def cmd_scale(lab, args):
+    """workloads.yml with mesh_scale {service: count} (until the next run without it) under a probe load."""
+    _probe(lab, "before")
+    print(f"{BOLD}scale{RESET}: {args.service} to {args.count} instances (playbooks/workloads.yml -e mesh_scale; "
+          "removed instances are drained first; the next run without mesh_scale goes back to the catalog's count)")
+    rc, _ = _while(lab, "during", lambda: _workloads(lab, {"mesh_scale": {args.service: args.count}}))
+    return rc
+
+
+def cmd_ship(lab, _args):
+    """workloads.yml (new code or settings: a rolling update of the instances whose units changed) under a probe load."""
+    _probe(lab, "before")
+    print(f"{BOLD}ship{RESET}: playbooks/workloads.yml: instances whose code or settings changed are drained and restarted "
+          "one batch at a time (max_parallel)")
+    rc, _ = _while(lab, "during", lambda: _workloads(lab, {}))
+    return rc
+
+
 def cmd_split(lab, args):
     """Which version answers: `count` requests to the edge (at 20/s, under the rate limit), with a header if asked."""
     url = f"http://{lab.endpoint('frontend')}/health"
@@ -637,6 +684,10 @@ def main():
     chaos.add_argument("--service", default="add-svc")
     chaos.add_argument("--ms", type=int, default=300)
     chaos.add_argument("--rate", type=float, default=0.5)
+    scale = sub.add_parser("scale", help="run SERVICE with COUNT instances (this run), under a probe load")
+    scale.add_argument("--service", default="add-svc")
+    scale.add_argument("--count", type=int, required=True)
+    sub.add_parser("ship", help="start-workloads under a probe load: the rolling update of what changed")
     trace = sub.add_parser("trace", help="one compute through the edge (or --id ID) as a tree of spans from Zipkin")
     trace.add_argument("--id", default="", help="a trace id to print (default: send a compute and print its trace)")
     trace.add_argument("--expression", default=SEED_EXPRESSION)
@@ -651,7 +702,7 @@ def main():
         vagrant = not args.inventory or os.path.realpath(args.inventory) == os.path.realpath(VAGRANT_INVENTORY)
         lab = Lab(load_state()) if vagrant else InventoryLab(args.inventory)
         return {"urls": cmd_urls, "status": cmd_status, "click": cmd_click, "hammer": cmd_hammer, "overload": cmd_overload,
-                "split": cmd_split, "trace": cmd_trace,
+                "split": cmd_split, "trace": cmd_trace, "scale": cmd_scale, "ship": cmd_ship,
                 "chaos": cmd_chaos, "dashboard": cmd_dashboard, "screenshots": cmd_screenshots}[args.command](lab, args)
     except LabError as exc:
         print(f"{RED}lab:{RESET} {exc}", file=sys.stderr)

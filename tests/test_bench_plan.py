@@ -17,8 +17,9 @@ def test_plan_on_one_node(one_node):
     argv = plan["direct"]["argv"]
     assert argv[:3] == ["systemd-run", "--unit", plan["direct"]["unit"]]
     assert argv[-len(front["argv"]):] == front["argv"]
-    assert "--setenv=ADD_SVC_URL=http://127.0.0.1:9001" in argv and "--setenv=SUB_SVC_URL=http://127.0.0.1:9011" in argv
-    assert drv["hop"]["paths"] == {"direct": "http://127.0.0.1:9001/api/v1/execute?l=1&r=2",
+    add = next(i for i in one_node["instances"] if i["id"] == "add-svc-1")
+    assert f"--setenv=ADD_SVC_URL=http://127.0.0.1:{add['port']}" in argv and "--setenv=SUB_SVC_URL=http://127.0.0.1:9011" in argv
+    assert drv["hop"]["paths"] == {"direct": f"http://127.0.0.1:{add['port']}/api/v1/execute?l=1&r=2",
                                    "mesh": f"http://{front['upstream_address']}:9191/api/v1/execute?l=1&r=2"}
     units = {c["unit"] for c in drv["components"]}
     assert {u for i in one_node["instances"] for u in i["units"].values()} <= units
@@ -39,7 +40,7 @@ def test_plan_refuses_a_cluster_whose_frontend_node_lacks_an_upstream(model):
     ({"duration": 0}, "mesh_bench_duration must be a whole number"),
     ({"threads": 6, "connections": 5}, "mesh_bench_connections must be at least mesh_bench_threads"),
     ({"hop_service": "frontend"}, "must be an upstream of frontend"),
-    ({"direct_port": 9001}, "is a catalog port"),
+    ({"direct_port": 9011}, "is a catalog port"),
 ])
 def test_bad_options_are_named(one_node, options, message):
     assert any(message in p for p in bench.problems(one_node, options))

@@ -149,7 +149,7 @@ def test_without_metrics_there_is_no_prometheus(catalog, settings):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"metrics_port": 9001}, "mesh_metrics_port 9001: taken by the catalog's instances"),
+    ({"metrics_port": 9011}, "mesh_metrics_port 9011: taken by the catalog's instances"),
     ({"node_exporter_port": 8404}, "mesh_node_exporter_port 8404: taken"),
     ({"metrics_port": 9100}, "both want port 9100"),
     ({"metrics_port": 70000}, "mesh_metrics_port 70000 is not a TCP port"),

@@ -31,7 +31,7 @@ def test_the_inventorys_catalog_is_valid(catalog, settings):
 
 CASES = [
     (lambda c: c.append(copy.deepcopy(c[0])), "service name 'add-svc' is declared 2 times"),
-    (lambda c: by_name(c, "sub-svc").update(port=9002), "port 9002 is used by add-svc-2 app port and sub-svc-1 app port"),
+    (lambda c: by_name(c, "sub-svc").update(port=8082), "port 8082 is used by sub-svc-1 app port and frontend-2 app port"),
     (lambda c: by_name(c, "frontend").update(port=8500), "port 8500 is used by consul http port and frontend-1 app port"),
     (lambda c: by_name(c, "frontend")["upstreams"].append({"service": "mul-svc", "local_port": 9193, "env": "MUL_SVC_URL"}),
      "upstream 'mul-svc' names no service"),
@@ -107,7 +107,7 @@ def test_pinned_and_grouped_placement(catalog, settings):
 
 def test_ports_addresses_and_environment(model):
     inst = {i["id"]: i for i in model["instances"]}
-    assert (inst["add-svc-2"]["port"], inst["add-svc-2"]["sidecar_port"]) == (9002, 21002)
+    assert (inst["sub-svc-2"]["port"], inst["sub-svc-2"]["sidecar_port"], inst["sub-svc-2"]["admin_port"]) == (9012, 21012, 19012)
     assert inst["add-svc-1"]["env"]["APP_BIND"] == LOOPBACK and inst["add-svc-1"]["address"] == LOOPBACK
     front = inst["frontend-2"]
     # The frontend too listens on loopback only: the edge is the way in (meshlab/edge.py).

@@ -227,10 +227,10 @@ def test_deregistration_runs_after_the_group_stops(lab, variables):
 
 
 def test_restart_reschedule_and_health_gated_rolling_updates(lab, variables):
-    for _, (_, job, _, group, _) in each_job(lab, variables):
+    for svc, (_, job, _, group, _) in each_job(lab, variables):
         [update] = job["update"]
         assert update["health_check"] == "task_states"
-        assert update["max_parallel"] == variables["scheduler_nomad_update"]["max_parallel"]
+        assert update["max_parallel"] == svc["max_parallel"] == 1
         assert update["auto_revert"] is True
         [restart] = group["restart"]
         assert restart["mode"] == "fail" and restart["delay"] == variables["scheduler_nomad_restart"]["delay"]
@@ -263,3 +263,12 @@ def test_ansible_renders_the_same_jobs(tmp_path, inventory, model, variables):
     for svc in model["services"]:
         written = (tmp_path / "jobs" / f"{svc['name']}.nomad.hcl").read_text()
         assert written == render(svc, model, variables)
+
+
+def test_the_catalogs_max_parallel_is_the_update_blocks(lab, variables):
+    """The same catalog field drives the systemd scheduler's batches (meshlab/rollout.py) and Nomad's update block."""
+    services = [{**svc, "max_parallel": 3} if svc["name"] == "frontend" else svc for svc in lab["services"]]
+    for svc in services:
+        _, job, _, _, _ = parse(render(svc, {**lab, "services": services}, variables))
+        [update] = job["update"]
+        assert update["max_parallel"] == (3 if svc["name"] == "frontend" else 1)

@@ -66,7 +66,7 @@ def test_sampling_ratio_reaches_the_apps(catalog, settings):
 
 
 @pytest.mark.parametrize("change, options, message", [
-    ({"tracing_port": 9001}, {}, "mesh_tracing_port 9001: taken"),
+    ({"tracing_port": 9011}, {}, "mesh_tracing_port 9011: taken"),
     ({"tracing_sidecar_port": 8080}, {}, "mesh_tracing_sidecar_port 8080: taken"),
     ({"tracing_port": 9090}, {}, "mesh_tracing_port 9090: taken"),  # Prometheus'
     ({"tracing_local_port": 9191}, {}, "mesh_tracing_local_port 9191: taken"),  # the frontend's add-svc upstream

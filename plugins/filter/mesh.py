@@ -6,7 +6,7 @@ bench/ and scripts/ derive each fact from the same code.
 
 from ansible.errors import AnsibleFilterError
 
-from meshlab import acl, apps, bench, catalog, edge, metrics, model, nomad, profile, secrets, tracing
+from meshlab import acl, apps, bench, catalog, edge, metrics, model, nomad, profile, rollout, secrets, tracing
 
 
 def mesh_lab_model(mesh_catalog, node_names, node_addresses, settings):
@@ -15,8 +15,8 @@ def mesh_lab_model(mesh_catalog, node_names, node_addresses, settings):
     return model.build(mesh_catalog, nodes, settings)
 
 
-def mesh_catalog_errors(mesh_catalog, scheduler="systemd", reserved_ports=None, nodes=None, groups=None):
-    return catalog.errors(mesh_catalog, scheduler, reserved_ports, nodes, groups)
+def mesh_catalog_errors(mesh_catalog, scheduler="systemd", reserved_ports=None, nodes=None, groups=None, scale=None):
+    return catalog.errors(mesh_catalog, scheduler, reserved_ports, nodes, groups, scale)
 
 
 def mesh_on_node(lab_model, node):
@@ -88,6 +88,8 @@ class FilterModule:
         return {
             "mesh_lab_model": mesh_lab_model,
             "mesh_catalog_errors": mesh_catalog_errors,
+            "mesh_scaled_catalog": catalog.scaled,
+            "mesh_rollout_batches": rollout.batches,
             "mesh_on_node": mesh_on_node,
             "mesh_model_summary": model.summary,
             "mesh_apps_install_plan": apps.install_plan,

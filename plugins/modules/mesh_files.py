@@ -61,6 +61,10 @@ written:
   description: Paths written (new or changed content or attributes).
   type: list
   returned: always
+created:
+  description: Paths written that did not exist before (a subset of I(written)).
+  type: list
+  returned: always
 removed:
   description: Paths removed (matched I(prune), not in I(files)).
   type: list
@@ -145,6 +149,7 @@ def main():
         if n not in files and any(fnmatch.fnmatch(n, pat) for pat in p["prune"]) and os.path.isfile(os.path.join(dest, n))
     )
     result = dict(changed=bool(write or remove), written=[os.path.join(dest, n) for n in write],
+                  created=[os.path.join(dest, n) for n in write if not os.path.lexists(os.path.join(dest, n))],
                   removed=[os.path.join(dest, n) for n in remove])
     if not result["changed"] or module.check_mode:
         module.exit_json(**result)
