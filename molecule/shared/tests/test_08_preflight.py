@@ -24,7 +24,7 @@ def _duplicate(c):
 
 
 def _port_collision(c):
-    _by_name(c, "sub-svc")["port"] = _by_name(c, "add-svc")["port"] + 1
+    _by_name(c, "sub-svc")["port"] = _by_name(c, "frontend")["port"] + 1
 
 
 def _unknown_upstream(c):
@@ -46,7 +46,7 @@ def _pinned_to_unknown_node(c):
 # Each case: how to break the catalog (or extra vars), and the facts its message must name.
 CASES = {
     "duplicate service name": (_duplicate, {}, ["'add-svc'", "2 times"]),
-    "port collision": (_port_collision, {}, ["add-svc-2 app port", "sub-svc-1 app port"]),
+    "port collision": (_port_collision, {}, ["sub-svc-1 app port", "frontend-2 app port"]),
     "upstream names no service": (_unknown_upstream, {}, ["'mul-svc'"]),
     "instance count below 1": (_zero_instances, {}, ["'add-svc'", "instances is 0"]),
     "missing health path": (_no_health_path, {}, ["'sub-svc'", "health_path"]),
