@@ -42,6 +42,11 @@ def admin_port(svc):
     return svc["port"] + 10000 if svc.get("port") else None
 
 
+def first_ports(svc):
+    """{app, sidecar, admin}: instance 1's planned ports (instance n: + n - 1), None for a dynamic one."""
+    return {"app": svc.get("port"), "sidecar": svc.get("sidecar_port"), "admin": admin_port(svc)}
+
+
 def whole(value, low=1):
     """A whole number (not a bool) of at least `low`."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
@@ -267,7 +272,7 @@ def _port_collisions(catalog, reserved_ports):
         owners.setdefault(int(port), []).append(f"consul {name} port")
     for svc in catalog:
         for inst in range(svc["instances"]):
-            for kind, first in (("app", svc.get("port")), ("sidecar", svc.get("sidecar_port")), ("admin", admin_port(svc))):
+            for kind, first in first_ports(svc).items():
                 if first:  # a dynamic port (none in the catalog) is the model's to choose, free by construction
                     owners.setdefault(first + inst, []).append(f"{svc['name']}-{inst + 1} {kind} port")
         for up in svc.get("upstreams") or []:

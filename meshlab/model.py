@@ -55,7 +55,7 @@ import hashlib
 
 from . import apps as _apps
 from .acl import secret_name
-from .catalog import LOOPBACK, admin_port
+from .catalog import LOOPBACK, first_ports
 
 RUNTIMES = {
     # interpreter: argv[0]; {venv} is the app's Python venv (<apps_dir>/venvs/<app>, outside its code
@@ -310,7 +310,7 @@ def _taken_everywhere(services, settings, tracing):
     if tracing:
         taken |= {tracing["port"], tracing["sidecar_port"], tracing["local_port"]}
     for svc in services:
-        for first in (svc.get("port"), svc.get("sidecar_port"), admin_port(svc)):
+        for first in first_ports(svc).values():
             if first:
                 taken |= set(range(first, first + svc["instances"]))
         taken |= {up["local_port"] for up in svc["upstreams"]}
@@ -386,9 +386,8 @@ def build(catalog, nodes, settings=None):
     ports = {}
     for svc, i, node in sorted(placed, key=lambda p: instance_id(p[0]["name"], p[1] + 1)):
         iid = instance_id(svc["name"], i + 1)
-        static = {"app": svc.get("port"), "sidecar": svc.get("sidecar_port"), "admin": admin_port(svc)}
         ports[iid] = {kind: first + i if first else dynamic_port(iid, kind, taken[node], low, high)
-                      for kind, first in static.items()}
+                      for kind, first in first_ports(svc).items()}
 
     instances = []
     for svc, i, node in placed:
