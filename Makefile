@@ -8,7 +8,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # The Vagrant lab's inventory once `vagrant up` made it (same hosts, groups and
 # variables as provisioning), else inventory/lab.
 INVENTORY ?= $(if $(wildcard $(LAB_INVENTORY)/vagrant_ansible_inventory),$(LAB_INVENTORY),inventory/lab)
-SCENARIOS ?= default cluster consul-archive
+SCENARIOS ?= default cluster
 # The lab targets (click, status, chaos-*, canary, hammer, overload, trace, dashboard, urls) talk to the Vagrant lab, or to the
 # lab of any inventory given on the command line: `make click INVENTORY=path/to/inventory` (testkit/labctl.py).
 LAB = scripts/lab $(if $(filter command line environment,$(origin INVENTORY)),--inventory $(INVENTORY))
@@ -36,7 +36,7 @@ test-apps: bootstrap ## The sample apps' suites: pytest (add/sub-svc, double-svc
 	@echo "==> pytest apps/double"; cd apps/double && ../../$(BIN)/pytest -q
 	@echo "==> node --test apps/frontend"; cd apps/frontend && ARITH_PYTHON=$(CURDIR)/$(BIN)/python node --test test/
 
-molecule: image ## Molecule scenarios on podman (SCENARIOS="default cluster consul-archive" unless given)
+molecule: image ## Molecule scenarios on podman (SCENARIOS="default cluster" unless given)
 	@for s in $(SCENARIOS); do echo "==> molecule test -s $$s"; $(BIN)/molecule test -s $$s || exit 1; done
 
 molecule-nomad: image ## Molecule scenario nomad (NOMAD_ARCHIVE=... or HashiCorp reachable); otherwise SKIPPED with the reason
@@ -71,7 +71,7 @@ VAGRANT       ?= vagrant
 PROVIDER      ?=
 LAB_DIR       := $(or $(VAGRANT_DOTFILE_PATH),.vagrant)
 LAB_INVENTORY := $(LAB_DIR)/provisioners/ansible/inventory
-.PHONY: up down provision status click urls test-vagrant chaos-kill chaos-slow chaos-errors chaos-heal edge canary hammer overload trace dashboard screenshots scale ship
+.PHONY: up down provision status click urls test-vagrant chaos-kill chaos-slow chaos-errors chaos-heal edge canary hammer overload trace dashboard screenshots scale ship backup restore rolling-restart rotate
 
 up: bootstrap ## Start the lab: vagrant up, provision, start-workloads; ends with the URLs and the profile used
 	@echo "==> vagrant up: decide provider and profile, boot the node(s)"
@@ -153,3 +153,18 @@ chaos-heal: ## every instance back to no faults
 
 test-vagrant: bootstrap ## CI: docker-provider lab up, provision, 20 clicks, idempotent re-provision, destroy
 	@tests/vagrant/run
+
+# --- Operate the control plane (docs/operate.md) ------------------------------
+backup: ## A Consul snapshot now, inspected, copied to the controller (<inventory>/.secrets/backups, mode 0600)
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/backup.yml
+
+restore: ## Restore a snapshot: make restore SNAPSHOT=path (refused when `consul snapshot inspect` cannot read it)
+	@test -n "$(SNAPSHOT)" || { echo "usage: make restore SNAPSHOT=path/to/consul-....snap  (make backup writes them)"; exit 2; }
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/restore.yml -e consul_snapshot_restore_file=$(abspath $(SNAPSHOT))
+
+rolling-restart: ## Restart every Consul agent one at a time, waiting for the cluster to be whole: followers, leader, clients
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/rolling-restart.yml
+
+rotate: ## Rotate a secret of the running lab without a restart: make rotate WHAT=gossip|tls|connect-ca
+	@test -n "$(WHAT)" || { echo "usage: make rotate WHAT=gossip|tls|connect-ca"; exit 2; }
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/rotate.yml -e consul_agent_rotate=$(WHAT)

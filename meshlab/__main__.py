@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from . import apps, labstate, profile
+from . import apps, labstate, profile, secrets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,6 +49,9 @@ def main(argv=None):
     sub.add_parser("ports", help="guest ports of the Vagrant lab as JSON")
     tar = sub.add_parser("app-tarball", help="the installed files of an app as a deterministic tar")
     tar.add_argument("app")
+    promote = sub.add_parser("secret-promote", help="end a rotation: the staged <name>.next replaces the secret <name>")
+    promote.add_argument("directory")
+    promote.add_argument("name")
     args = parser.parse_args(argv)
 
     if args.command == "profile":
@@ -62,6 +65,9 @@ def main(argv=None):
             print(f"labstate: {exc}", file=sys.stderr)
             return 1
         print(f"labstate: {args.path} has the documented shape")
+        return 0
+    if args.command == "secret-promote":
+        print("promoted" if secrets.promote(args.directory, args.name) else "nothing staged")
         return 0
     if args.command == "app-tarball":
         path = os.path.join(ROOT, ".cache", "apps", f"{args.app}-{apps.revision(apps.SOURCE, args.app)}.tar")

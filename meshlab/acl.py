@@ -7,7 +7,10 @@ re-run addresses the same tokens.
 
     token (secret name)            policy / identity              used by
     consul/management              global-management (built in)   Ansible's ACL calls, the tests, `make status`
-    consul/agent-<node>            agent-<node>                   the node's agent (acl.tokens.agent)
+    consul/agent-<node>            agent-<node>                   the node's agent (acl.tokens.agent) and its
+                                                                  consul-restart (operator read: autopilot health)
+    consul/snapshot                snapshot (acl write)           the servers' snapshot timer, make backup; 1.8
+                                                                  allows snapshots to acl-write tokens only
     consul/dns                     dns-read                       requests without a token, DNS among them
     consul/intentions              intentions-write               the intentions reconciler (not management)
     consul/nomad                   nomad-agent                    Nomad's Consul integration (full profile)
@@ -34,7 +37,7 @@ def policies(nodes):
     """[{name, description, rules}] of the lab's policies for these node names."""
     found = [{"name": f"agent-{node}", "description": f"the Consul agent of {node}",
               "rules": f'node "{node}" {{ policy = "write" }}\nagent "{node}" {{ policy = "write" }}\n'
-                       'service_prefix "" { policy = "read" }'}
+                       'service_prefix "" { policy = "read" }\noperator = "read"'}
              for node in nodes]
     found.append({"name": "dns-read", "description": "DNS and token-less reads: nodes and services, nothing else",
                   "rules": 'node_prefix "" { policy = "read" }\n'
@@ -43,6 +46,8 @@ def policies(nodes):
                   "rules": 'service_prefix "" { policy = "read" intentions = "write" }'})
     found.append({"name": "agents-read", "description": "Prometheus: every agent's /v1/agent/metrics",
                   "rules": 'agent_prefix "" { policy = "read" }'})
+    found.append({"name": "snapshot", "description": "Consul snapshots: 1.8 (and later) ask acl write for them",
+                  "rules": 'acl = "write"'})
     found.append({"name": "nomad-agent", "description": "Nomad's Consul integration: agents, nodes and services read",
                   "rules": 'agent_prefix "" { policy = "read" }\nnode_prefix "" { policy = "read" }\n'
                            'service_prefix "" { policy = "read" }'})
@@ -57,6 +62,8 @@ def tokens(nodes):
                   "policies": [{"name": "dns-read"}], "service_identities": []})
     found.append({"secret": secret_name("intentions"), "description": "intentions reconciler",
                   "policies": [{"name": "intentions-write"}], "service_identities": []})
+    found.append({"secret": secret_name("snapshot"), "description": "snapshots (the servers' timer, make backup)",
+                  "policies": [{"name": "snapshot"}], "service_identities": []})
     found.append({"secret": secret_name("nomad"), "description": "Nomad's Consul integration",
                   "policies": [{"name": "nomad-agent"}], "service_identities": []})
     found.append({"secret": secret_name("metrics-reader"), "description": "Prometheus: the agents' metrics",

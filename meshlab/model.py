@@ -60,7 +60,9 @@ from .catalog import LOOPBACK, first_ports
 RUNTIMES = {
     # interpreter: argv[0]; {venv} is the app's Python venv (<apps_dir>/venvs/<app>, outside its code
     # directory, which is replaced whole when the code changes).
-    "python": {"interpreter": "{venv}/bin/python", "packages": ["python3", "python3-venv"]},
+    # python3-packaging: what Ansible's pip module imports on the node (found by the archive-installed node,
+    # where no package pulled it in by chance).
+    "python": {"interpreter": "{venv}/bin/python", "packages": ["python3", "python3-venv", "python3-packaging"]},
     "node": {"interpreter": "/usr/bin/node", "packages": ["nodejs"]},
 }
 

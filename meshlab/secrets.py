@@ -3,7 +3,9 @@
 Each secret is one file under the lab's secrets directory (mesh_secrets_dir, by default
 `<inventory dir>/.secrets`: git-ignored; Molecule's inventory lives in its ephemeral
 directory, Vagrant's under .vagrant/), mode 0600 in a 0700 directory. The first run
-writes it, later runs read it back: re-runs neither rotate a key nor change a config.
+writes it, later runs read it back: re-runs neither rotate a key nor change a config. Only a rotation
+(`make rotate`) replaces one: it stages the successor as `<name>.next`, puts it into service, then
+promotes it over the old one (promote).
 
 Kinds:
     token   a random UUID (Consul ACL token secrets: the management token, agent, DNS,
@@ -55,6 +57,21 @@ def ensure(directory, name, kind="token"):
         os.unlink(tmp)
     with open(path, encoding="utf-8") as fh:
         return fh.read().strip()
+
+
+def next_name(name):
+    """The staged successor of secret `name` during a rotation (make rotate): made like any secret, promoted after."""
+    return f"{name}.next"
+
+
+def promote(directory, name):
+    """End a rotation: the staged successor replaces `name` (one atomic rename). True if it did, False when
+    nothing was staged (an earlier run promoted it already)."""
+    staged = os.path.join(directory, next_name(name))
+    if not os.path.exists(staged):
+        return False
+    os.replace(staged, os.path.join(directory, name))
+    return True
 
 
 def read(directory, name):

@@ -113,6 +113,7 @@ class FilterModule:
             "mesh_acl_workload_tokens": acl.workload_tokens,
             "mesh_acl_token_files": acl.token_files,
             "mesh_secret_value": mesh_secret_value,
+            "mesh_secrets_next": secrets.next_name,
             "mesh_nomad_job": nomad.job,
             "hcl_string": nomad.hcl_string,
         }
