@@ -71,7 +71,7 @@ VAGRANT       ?= vagrant
 PROVIDER      ?=
 LAB_DIR       := $(or $(VAGRANT_DOTFILE_PATH),.vagrant)
 LAB_INVENTORY := $(LAB_DIR)/provisioners/ansible/inventory
-.PHONY: up down provision status click urls test-vagrant chaos-kill chaos-slow chaos-errors chaos-heal edge canary hammer overload trace dashboard screenshots scale ship backup restore rolling-restart rotate
+.PHONY: up down provision status click urls test-vagrant chaos-kill chaos-slow chaos-errors chaos-heal edge canary rollout rollback hammer overload trace dashboard screenshots scale ship backup restore rolling-restart rotate
 
 up: bootstrap ## Start the lab: vagrant up, provision, start-workloads; ends with the URLs and the profile used
 	@echo "==> vagrant up: decide provider and profile, boot the node(s)"
@@ -116,6 +116,14 @@ edge: ## Re-plan and reload the edge from the catalog and mesh_edge_* (no reques
 canary: ## Send WEIGHT % (0-100) of the requests to the canary version (until the next run without it), then show the split
 	@test -n "$(WEIGHT)" || { echo "usage: make canary WEIGHT=25  (the canary's share in %)"; exit 2; }
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/edge.yml -e mesh_edge_canary_weight=$(WEIGHT)
+	@$(LAB) split
+
+rollout: ## A progressive canary: the canary's share steps 10 -> 25 -> 50 -> 100 %, each step judged on Prometheus (5xx, p99), rolled back at the first breach
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/rollout.yml $(if $(filter-out file,$(origin SVC)),-e canary_service=$(SVC)) $(if $(STEPS),-e canary_steps=$(STEPS)) $(if $(STEP_SECONDS),-e canary_step_seconds=$(STEP_SECONDS))
+	@$(LAB) split
+
+rollback: ## Undo a rollout: the edge sends everything to the baseline (canary 0 %) until the next run that plans it from the catalog
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/edge.yml -e mesh_edge_canary_weight=0
 	@$(LAB) split
 
 HAMMER_RATE    ?= 100

@@ -6,7 +6,7 @@ bench/ and scripts/ derive each fact from the same code.
 
 from ansible.errors import AnsibleFilterError
 
-from meshlab import acl, apps, bench, catalog, edge, metrics, model, nomad, profile, rollout, secrets, tracing
+from meshlab import acl, apps, bench, canary, catalog, edge, metrics, model, nomad, profile, rollout, secrets, tracing
 
 
 def mesh_lab_model(mesh_catalog, node_names, node_addresses, settings):
@@ -100,6 +100,9 @@ class FilterModule:
             "mesh_edge_problems": mesh_edge_problems,
             "mesh_edge_config": edge.config,
             "mesh_edge_split": edge.split,
+            "mesh_canary_plan": canary.plan,
+            "mesh_canary_queries": canary.queries,
+            "mesh_canary_verdict": canary.verdict,
             "mesh_metrics_plan": mesh_metrics_plan,
             "mesh_metrics_problems": mesh_metrics_problems,
             "mesh_metrics_config": metrics.config,

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from testkit.lab import BoundedLoad, load_summary, run_playbook, secrets_dir
+from testkit.lab import BoundedLoad, load_summary, run_playbook, secrets_dir, wait_until
 from testkit.load import is_shed
 from meshlab import acl, secrets
 
@@ -105,7 +105,8 @@ def _probe_agent(cluster, node, name, key, seconds, ports):
 
 
 def _member(cluster, name, within):
-    return _wait(lambda: name in [m["Name"] for m in cluster.consul(cluster.names[1], "/v1/agent/members") or []], within)
+    return wait_until(lambda: name in [m["Name"] for m in cluster.consul(cluster.names[1], "/v1/agent/members") or []],
+                      within, f"{name} among the members")
 
 
 def test_gossip_rotation_under_load(cluster, seed, inventory):
@@ -261,15 +262,6 @@ def _state(cluster, items):
             "trust_domain": roots.get("TrustDomain", "")}
 
 
-def _wait(condition, seconds):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.5)
-    return False
-
-
 def _click(cluster, seed, node):
     res = cluster.run(node, "curl -s -m 5 -H 'Content-Type: application/json' -d %s %s", json.dumps(seed["body"]),
                       cluster.edge_url(node))
@@ -313,10 +305,7 @@ def test_backup_and_disaster_recovery(cluster, seed, inventory, dr_items):
     for node in cluster.names:
         cluster.run(node, "rm -rf /var/lib/consul/* && systemctl start consul")
     wiped = time.monotonic()
-    deadline = wiped + 90
-    while not any(cluster.leader(n) for n in cluster.names):
-        assert time.monotonic() < deadline, "the emptied cluster elected no leader"
-        time.sleep(0.5)
+    assert wait_until(lambda: any(cluster.leader(n) for n in cluster.names), 90, "a leader in the emptied cluster")
     empty_at = time.monotonic()
     control = _state(cluster, dr_items)
     print(f"the empty cluster has a leader {empty_at - wiped:.1f} s after the wipe; without a restore: {control}")
@@ -326,9 +315,8 @@ def test_backup_and_disaster_recovery(cluster, seed, inventory, dr_items):
     assert rc == 0, out[-3000:]
     restored_at = time.monotonic()
     node = cluster.names[1]
-    while _click(cluster, seed, node) != seed["result"]:
-        assert time.monotonic() - empty_at < RECOVERY_BOUND_S, f"the mesh does not answer {seed['result']} after the restore"
-        time.sleep(1)
+    assert wait_until(lambda: _click(cluster, seed, node) == seed["result"], RECOVERY_BOUND_S - (time.monotonic() - empty_at),
+                      f"{seed['result']} through {node}'s edge after the restore", interval=1)
     serving_at = time.monotonic()
     after = _state(cluster, dr_items)
     # Every agent syncs with the restored catalog again: its node there has the agent's own ID, and a change it
@@ -337,8 +325,9 @@ def test_backup_and_disaster_recovery(cluster, seed, inventory, dr_items):
                ((cluster.consul(n, f"/v1/catalog/node/{n}") or {}).get("Node") or {}).get("ID")) for n in cluster.names}
     node = cluster.names[2]
     cluster.status(node, "/v1/agent/maintenance?enable=true&reason=dr-test", "PUT")
-    synced = _wait(lambda: any(c["CheckID"] == "_node_maintenance"
-                               for c in cluster.consul(cluster.names[0], f"/v1/health/node/{node}") or []), 15)
+    synced = wait_until(lambda: any(c["CheckID"] == "_node_maintenance"
+                                    for c in cluster.consul(cluster.names[0], f"/v1/health/node/{node}") or []),
+                        15, f"{node}'s maintenance check on the servers")
     cluster.status(node, "/v1/agent/maintenance?enable=false", "PUT")
     print(f"node IDs (agent, catalog) after the restore: {ids}; a maintenance check on {node} reached the servers: {synced}")
     assert all(a and a == c for a, c in ids.values()), ids
