@@ -25,6 +25,8 @@ RECOVERY_BOUND_S = 180
 # request sent later must succeed. Consul 1.8's built-in sidecars need their local agent for every new connection
 # (discovery, authorization), so calls that need one while that agent restarts fail (docs/operate.md).
 SETTLE_S = 10
+# Seconds of load through the edge after a step: what users meet right after it.
+TAIL_S = 5
 # What the edge may turn away during a rotation (its JSON 503 with Retry-After: never entered the mesh); every
 # request it admits must succeed. Measured 2-3 % while the playbook keeps the two cores busy.
 SHED_BOUND = 0.10
@@ -83,6 +85,12 @@ def _under_load(cluster, seed, seconds, action, direct=False):
     began = load.elapsed()
     result = action()
     ended = load.elapsed()
+    if not direct:
+        # The edge's load ends TAIL_S after the action (the whole `seconds` is only its upper bound); the direct
+        # load runs on the node for its fixed time (the rolling restart's test reads the SETTLE_S after it).
+        while load.elapsed() < ended + TAIL_S:
+            time.sleep(0.05)
+        load.stop()
     records = load.join()
     assert ended < seconds, f"the step took {ended - began:.0f} s, longer than the load ({seconds} s): raise it"
     return records, result, began, ended
