@@ -173,6 +173,9 @@ restore: ## Restore a snapshot: make restore SNAPSHOT=path (refused when `consul
 rolling-restart: ## Restart every Consul agent one at a time, waiting for the cluster to be whole: followers, leader, clients
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/rolling-restart.yml
 
-rotate: ## Rotate a secret of the running lab without a restart: make rotate WHAT=gossip|tls|connect-ca
-	@test -n "$(WHAT)" || { echo "usage: make rotate WHAT=gossip|tls|connect-ca"; exit 2; }
-	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/rotate.yml -e consul_agent_rotate=$(WHAT)
+rotate: ## Rotate a secret of the running lab: make rotate WHAT=gossip|tls|connect-ca (no restart) or WHAT=tokens (drained rolling restart)
+	@case "$(WHAT)" in \
+	  tokens) $(BIN)/ansible-playbook -i $(INVENTORY) playbooks/rotate-tokens.yml ;; \
+	  gossip|tls|connect-ca) $(BIN)/ansible-playbook -i $(INVENTORY) playbooks/rotate.yml -e consul_agent_rotate=$(WHAT) ;; \
+	  *) echo "usage: make rotate WHAT=gossip|tls|connect-ca|tokens"; exit 2 ;; \
+	esac

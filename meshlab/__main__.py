@@ -52,6 +52,10 @@ def main(argv=None):
     promote = sub.add_parser("secret-promote", help="end a rotation: the staged <name>.next replaces the secret <name>")
     promote.add_argument("directory")
     promote.add_argument("name")
+    renew = sub.add_parser("secret-renew", help="new values for every secret whose name starts with PREFIX (names printed, "
+                                              "never values)")
+    renew.add_argument("directory")
+    renew.add_argument("prefix")
     args = parser.parse_args(argv)
 
     if args.command == "profile":
@@ -69,6 +73,12 @@ def main(argv=None):
     if args.command == "secret-promote":
         print("promoted" if secrets.promote(args.directory, args.name) else "nothing staged")
         return 0
+    if args.command == "secret-renew":
+        renewed = secrets.names(args.directory, args.prefix)
+        for name in renewed:
+            secrets.renew(args.directory, name)
+        print(json.dumps({"renewed": renewed}))
+        return 0 if renewed else 3
     if args.command == "app-tarball":
         path = os.path.join(ROOT, ".cache", "apps", f"{args.app}-{apps.revision(apps.SOURCE, args.app)}.tar")
         if not os.path.exists(path):

@@ -4,8 +4,8 @@ edge back on the baseline at once.
 
 ``plan(model, options)`` checks the options against the model (the service must be the one the edge serves, with
 two or more versions: the last is the canary, the others the baseline) and returns what the role canary does;
-``queries(plan, window_s, since_s)`` are the PromQL expressions of one analysis; ``verdict(plan, answers)`` judges
-Prometheus' answers to them. Every error is a sentence saying what to change.
+``queries(plan, window_s, since_s)`` are the PromQL expressions of one analysis, ``query`` the same as one
+expression (one request); ``verdict(answer, plan)`` judges Prometheus' answer to it. Every error is a sentence saying what to change.
 
 The figures are the apps' own (every catalog app exports ``http_requests_total`` and
 ``http_request_duration_seconds`` by route and status; Prometheus labels the series with service and version),
@@ -30,6 +30,7 @@ DEFAULTS = {
     "max_mean_increase_ms": 100,
     "min_requests": 10,
     "job": "mesh",  # Prometheus' job of the catalog's services (meshlab/metrics.py)
+    "scheduler": "systemd",
 }
 REQUESTS = "http_requests_total"
 DURATION = "http_request_duration_seconds"
@@ -61,6 +62,9 @@ def plan(model, options=None):
     names = [v["name"] for v in svc["versions"] if v["name"]]
     if len(names) < 2:
         raise CanaryError(f"{name} has no canary: give it two or more versions in mesh_catalog (the last is the canary)")
+    if opts.get("scheduler", "systemd") != "systemd":
+        raise CanaryError(f"make rollout steps the edge's split between version tags, which only the systemd scheduler "
+                          f"registers; this lab runs {opts['scheduler']}: use its own canary deployments (docs/shipping.md)")
     if not model.get("metrics"):
         raise CanaryError("the rollout judges each step on Prometheus' figures: it needs mesh_metrics_enabled true")
     steps = opts["steps"]
@@ -121,20 +125,32 @@ def queries(plan, window_s, since_s):
     }
 
 
-def _value(answer):
-    """A number from Prometheus' /api/v1/query JSON (an instant vector of one sample), None when there is none."""
-    result = ((answer or {}).get("data") or {}).get("result") or []
-    if not result:
-        return None
-    value = float(result[0]["value"][1])
-    return None if math.isnan(value) or math.isinf(value) else value
+FIGURE = "figure"  # the label that names each figure in query()'s answer
 
 
-def verdict(answers, plan):
-    """Judge one analysis: `answers` maps each name of queries() to Prometheus' JSON answer. Returns {ok, figures,
-    checks: [{check, value, threshold, ok}], failed: [the checks that failed], text: one line}."""
-    fig = {name: _value(answers.get(name)) for name in ("canary_requests", "canary_errors", "canary_p99", "baseline_p99",
-                                                        "canary_mean", "baseline_mean")}
+def query(plan, window_s, since_s):
+    """queries() as ONE PromQL expression (one request per analysis, the rollback comes sooner): each figure a
+    sample labelled figure=<its name>; a figure with no data is absent."""
+    return " or ".join(f'label_replace({expr}, "{FIGURE}", "{name}", "", "")'
+                       for name, expr in queries(plan, window_s, since_s).items())
+
+
+def _figures(answer):
+    """{figure name: number} from Prometheus' /api/v1/query JSON answer to query(); NaN and infinities left out."""
+    found = {}
+    for sample in ((answer or {}).get("data") or {}).get("result") or []:
+        value = float(sample["value"][1])
+        if not (math.isnan(value) or math.isinf(value)):
+            found[sample["metric"].get(FIGURE)] = value
+    return found
+
+
+def verdict(answer, plan):
+    """Judge one analysis: `answer` is Prometheus' JSON answer to query(). Returns {ok, figures, checks: [{check,
+    value, threshold, ok}], failed: [the checks that failed], text: one line}."""
+    found = _figures(answer)
+    fig = {name: found.get(name) for name in ("canary_requests", "canary_errors", "canary_p99", "baseline_p99",
+                                              "canary_mean", "baseline_mean")}
     requests = fig["canary_requests"] or 0.0
     errors = fig["canary_errors"] or 0.0
     ratio = errors / requests if requests else None

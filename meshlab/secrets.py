@@ -74,6 +74,31 @@ def promote(directory, name):
     return True
 
 
+def renew(directory, name, kind="token"):
+    """Replace the existing secret `name` with a new one (one atomic rename; a rotation that does not need the old
+    and the new side by side, e.g. the workloads' tokens: Consul keeps the old token until the run that uses the new
+    one deletes it). FileNotFoundError if there is none."""
+    path = os.path.join(directory, name)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no secret {name} under {directory}: nothing to renew")
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(_new(kind) + "\n")
+    os.replace(tmp, path)
+
+
+def names(directory, prefix):
+    """The names of the existing secrets under `directory` that start with `prefix` (e.g. consul/instance-), sorted;
+    staged successors (<name>.next) left out."""
+    head, _, start = prefix.rpartition("/")
+    where = os.path.join(directory, head)
+    if not os.path.isdir(where):
+        return []
+    return sorted(f"{head}/{n}" if head else n for n in os.listdir(where)
+                  if n.startswith(start) and not n.endswith((".next", ".tmp")) and os.path.isfile(os.path.join(where, n)))
+
+
 def read(directory, name):
     """The existing secret `name` (tests and tools read; only the playbooks create). FileNotFoundError if missing."""
     with open(os.path.join(directory, name), encoding="utf-8") as fh:

@@ -9,15 +9,17 @@ import pytest
 from meshlab import canary
 
 
-def answer(value):
-    """Prometheus' /api/v1/query JSON for one sample (None: an empty vector, as for a series with no data)."""
-    result = [] if value is None else [{"metric": {}, "value": [1733600000.0, str(value)]}]
+def answer(**figures):
+    """Prometheus' /api/v1/query JSON answer to canary.query(): one sample per figure, labelled with its name (a
+    figure None is absent, as for a series with no data)."""
+    result = [{"metric": {"figure": name}, "value": [1733600000.0, str(value)]}
+              for name, value in figures.items() if value is not None]
     return {"status": "success", "data": {"resultType": "vector", "result": result}}
 
 
 def answers(requests=40, errors=0, p99=0.08, baseline=0.07, mean=0.03, baseline_mean=0.025):
-    return {"canary_requests": answer(requests), "canary_errors": answer(errors), "canary_p99": answer(p99),
-            "baseline_p99": answer(baseline), "canary_mean": answer(mean), "baseline_mean": answer(baseline_mean)}
+    return answer(canary_requests=requests, canary_errors=errors, canary_p99=p99, baseline_p99=baseline,
+                  canary_mean=mean, baseline_mean=baseline_mean)
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +69,15 @@ def test_the_verdict_fails_exactly_the_breached_checks(plan, figures, failed):
     assert ("FAILED" in got["text"]) == bool(failed)
 
 
+def test_the_one_query_labels_each_figure(plan):
+    one = canary.query(plan, 30, 95)
+    for name, expr in canary.queries(plan, 30, 95).items():
+        assert f'label_replace({expr}, "figure", "{name}", "", "")' in one
+    assert one.count(" or ") == 5
+
+
 def test_nan_from_prometheus_is_no_figure(plan):
-    got = canary.verdict({**answers(), "canary_p99": answer("NaN")}, plan)
+    got = canary.verdict(answers(p99="NaN"), plan)
     assert got["figures"]["canary_p99"] is None and [c["check"] for c in got["failed"]] == ["canary p99 ms"]
 
 
@@ -81,6 +90,7 @@ def test_nan_from_prometheus_is_no_figure(plan):
     ({"step_s": 2}, "canary_step_s 2 must be a whole number from 5"),
     ({"max_error_ratio": 1.5}, "canary_max_error_ratio"),
     ({"min_requests": "0"}, "canary_min_requests"),
+    ({"scheduler": "nomad"}, "only the systemd scheduler"),
 ])
 def test_bad_options_are_refused_with_what_to_change(model, options, words):
     if words is None:

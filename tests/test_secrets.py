@@ -35,3 +35,19 @@ def test_the_cli_promotes(tmp_path):
     out = subprocess.run([sys.executable, "-m", "meshlab", "secret-promote", d, "consul/gossip"], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "promoted" and secrets.read(d, "consul/gossip") == staged
+
+
+def test_renew_replaces_only_the_named_secrets_and_lists_by_prefix(tmp_path):
+    from meshlab import secrets
+
+    old = {n: secrets.ensure(str(tmp_path), n) for n in ("consul/instance-add-svc-1", "consul/instance-add-svc-2",
+                                                          "consul/management")}
+    (tmp_path / "consul" / "instance-add-svc-1.next").write_text("staged\n")
+    names = secrets.names(str(tmp_path), "consul/instance-")
+    assert names == ["consul/instance-add-svc-1", "consul/instance-add-svc-2"]
+    for name in names:
+        secrets.renew(str(tmp_path), name)
+    for name, value in old.items():
+        assert (secrets.read(str(tmp_path), name) != value) == name.startswith("consul/instance-")
+    assert oct((tmp_path / "consul" / "instance-add-svc-1").stat().st_mode & 0o777) == "0o600"
+    assert secrets.names(str(tmp_path), "consul/nothing-") == [] and secrets.names(str(tmp_path / "none"), "a/b") == []

@@ -101,7 +101,7 @@ class FilterModule:
             "mesh_edge_config": edge.config,
             "mesh_edge_split": edge.split,
             "mesh_canary_plan": canary.plan,
-            "mesh_canary_queries": canary.queries,
+            "mesh_canary_query": canary.query,
             "mesh_canary_verdict": canary.verdict,
             "mesh_metrics_plan": mesh_metrics_plan,
             "mesh_metrics_problems": mesh_metrics_problems,

@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 
 from testkit.lab import TLS_PROBE, BoundedLoad, dig_srv, load_summary
+from testkit.load import is_shed
 
 
 def test_three_raft_voters_one_leader_three_alive_members(cluster):
@@ -74,8 +75,11 @@ def test_seed_through_each_nodes_edge_balances_across_nodes(cluster, seed):
         summary = load_summary(records, ok=lambda r: r["status"] == 200 and r["body"]["result"] == seed["result"])
         calls = Counter(c["instance"] for r in records if r["body"] for c in r["body"].get("calls", []))
         fronts = Counter(r["headers"].get("x-instance-id") for r in records)
-        print(f"edge on {node}: {summary}; frontends {dict(fronts)}; calls per instance {dict(calls)}")
-        assert summary["failed"] == 0 and summary["requests"] == 100
+        shed = sum(1 for r in records if is_shed(r))
+        print(f"edge on {node}: {summary}, {shed} shed by the edge; frontends {dict(fronts)}; calls per instance {dict(calls)}")
+        # Every request the edge admitted answers 9; the edge may shed a few (its admission control: 4 of 100 on
+        # 2026-12-07's slower machine, moments after the converge), never more than a tenth.
+        assert summary["failed"] == shed and shed <= 10 and summary["requests"] == 100
         assert len({cluster.node_of(i) for i in fronts if i}) >= 2, f"frontends answered from one node: {fronts}"
         for service in ("add-svc", "sub-svc"):
             answered = {cluster.node_of(i) for i in calls if i.startswith(service)}

@@ -27,6 +27,9 @@ RECOVERY_BOUND_S = 180
 SETTLE_S = 10
 # Seconds of load through the edge after a step: what users meet right after it.
 TAIL_S = 5
+# The edge's load during a rotation ends TAIL_S after it; this only bounds it (the steps took 20-40 s on
+# 2026-12-03, 38-76 s on 2026-12-07's slower machine, where 40 and 75 s bounds failed them).
+EDGE_LOAD_MAX_S = 240
 # What the edge may turn away during a rotation (its JSON 503 with Retry-After: never entered the mesh); every
 # request it admits must succeed. Measured 2-3 % while the playbook keeps the two cores busy.
 SHED_BOUND = 0.10
@@ -121,7 +124,7 @@ def test_gossip_rotation_under_load(cluster, seed, inventory):
     sdir, name = secrets_dir(inventory), acl.secret_name("gossip")
     old = secrets.read(sdir, name)
     records, (rc, out), began, ended = _under_load(
-        cluster, seed, 40, lambda: run_playbook(inventory, "playbooks/rotate.yml", "consul_agent_rotate=gossip", timeout=300))
+        cluster, seed, EDGE_LOAD_MAX_S, lambda: run_playbook(inventory, "playbooks/rotate.yml", "consul_agent_rotate=gossip", timeout=300))
     assert rc == 0, out[-3000:]
     new = secrets.read(sdir, name)
     rings = _keyring(cluster)
@@ -168,7 +171,7 @@ def test_tls_rotation_under_load(cluster, seed, inventory):
     https = cluster.model["settings"]["consul_ports"]["https"]
     before = {n: (_served_cert(cluster, n, "127.0.0.1", https)[0], _consul_pid(cluster, n)) for n in cluster.names}
     records, (rc, out), began, ended = _under_load(
-        cluster, seed, 75, lambda: run_playbook(inventory, "playbooks/rotate.yml", "consul_agent_rotate=tls", timeout=300))
+        cluster, seed, EDGE_LOAD_MAX_S, lambda: run_playbook(inventory, "playbooks/rotate.yml", "consul_agent_rotate=tls", timeout=300))
     assert rc == 0, out[-3000:]
     after = {n: (_served_cert(cluster, n, "127.0.0.1", https)[0], _consul_pid(cluster, n)) for n in cluster.names}
     verified = {n: cluster.run(n, f"echo | openssl s_client -connect 127.0.0.1:{https} -CAfile /etc/consul.d/tls/ca.pem "
@@ -211,7 +214,7 @@ def test_connect_ca_rotation_under_load(cluster, seed, inventory):
             time.sleep(1)
         return res, new
 
-    records, ((rc, out), new), began, ended = _under_load(cluster, seed, 75, rotate)
+    records, ((rc, out), new), began, ended = _under_load(cluster, seed, EDGE_LOAD_MAX_S, rotate)
     assert rc == 0, out[-3000:]
     after = roots()
     print(f"roots now {[(r[0][:12], r[2]) for r in after]}; seconds after the playbook until each sidecar presented "

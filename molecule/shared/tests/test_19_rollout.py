@@ -9,12 +9,14 @@ under 20 computes/s through the edge with every request recorded:
    canary, nothing fails.
 
 Judged by what the load saw (which backend answered, status, latency) and the playbook's exit code, never by its
-words. At the end the faults are healed and the edge goes back to the catalog's split (playbooks/edge.yml).
+words. Before them `make rollback`'s playbook, after them `make edge`'s, each under load: neither drops a request
+(the edge's reload under a changed split; this replaced test_14's `make canary WEIGHT=100` and back).
 """
 
 import json
 import re
 import time
+from collections import Counter
 
 import pytest
 
@@ -27,9 +29,10 @@ pytestmark = systemd_only
 RATE = 20
 STEP_S = 12  # each step's length (the role's default is 30 s; Prometheus scrapes every 5 s)
 STEPS = [10, 100]
-# How long a failed step's canary may still answer after the step's length: the analysis (six queries) and the
-# rollback (the edge's config validated, reloaded, checked), Ansible tasks on the loaded 2-core node: 14-18 s measured.
-ROLLBACK_S = 20
+# How long a failed step's canary may still answer after the step's length: the analysis (one Prometheus query) and
+# the rollback (the edge's config validated, reloaded, checked), Ansible tasks on the loaded 2-core node: 14-18 s
+# measured with six queries, 30-33 s on 2026-12-07's slower machine.
+ROLLBACK_S = 30
 
 
 def _faults(host, inst, body):
@@ -39,19 +42,36 @@ def _faults(host, inst, body):
 
 
 @pytest.fixture(scope="module")
-def canary(model, host, inventory):
-    """The frontend's canary instance (its last version). First the edge sends it nothing (`make rollback`: the
-    catalog's split gives it 10 %), so that a rollout's first step is when it starts serving; afterwards it is
-    healed and the edge is back on the catalog's split."""
+def canary(model, host):
+    """The frontend's canary instance (its last version); healed after the module."""
     front = next(s for s in model["services"] if s["name"] == "frontend")
     version = front["versions"][-1]["name"]
     [inst] = [i for i in instances_of(model, "frontend") if i["version"] == version]
-    rc, out = run_playbook(inventory, "playbooks/edge.yml", "mesh_edge_canary_weight=0")
-    assert rc == 0, out[-2000:]
-    yield {**inst, "backend": f"frontend_{version}"}
+    yield {**inst, "backend": f"frontend_{version}", "version": version}
     _faults(host, inst, None)
-    rc, out = run_playbook(inventory, "playbooks/edge.yml")
-    assert rc == 0, out[-2000:]
+
+
+def _edge_under_load(inventory, edge, *extra):
+    """playbooks/edge.yml (`make rollback` / `make edge`: the edge re-planned, validated, reloaded) under 10
+    computes/s through the edge, then 3 s of /health at 20/s: (rc, output, the computes' records, versions after)."""
+    load = BoundedLoad(f"{edge['url']}/api/v1/compute", {"expression": "1+2"}, rate=10, seconds=300).start()
+    rc, out = run_playbook(inventory, "playbooks/edge.yml", *extra)
+    time.sleep(1)  # one more second of load after the reload (a fixed window, not a wait)
+    records = load.stop().join()
+    after = BoundedLoad(f"{edge['url']}/health", None, rate=20, seconds=3).start().join()
+    versions = Counter(r["headers"].get("x-version") for r in after if r["status"] == 200)
+    print(f"edge.yml {' '.join(extra)} under 10/s: rc {rc}, {load_summary(records)}; then /health answered by {dict(versions)}")
+    return rc, out, records, versions
+
+
+def test_make_rollback_sends_the_canary_nothing_and_drops_no_request(inventory, edge, canary):
+    """`make rollback` (edge.yml -e mesh_edge_canary_weight=0) from the catalog's split (v2 10 %) under load: nothing
+    fails, then every request reaches the baseline. The rollouts below start from here, so that a rollout's first
+    step is when the canary starts serving."""
+    rc, out, records, versions = _edge_under_load(inventory, edge, "mesh_edge_canary_weight=0")
+    assert rc == 0, out[-3000:]
+    assert load_summary(records)["failed"] == 0 and len(records) > 50
+    assert versions == {"v1": 60}
 
 
 def _rollout(inventory, edge, seed, canary):
@@ -70,8 +90,12 @@ def _rollout(inventory, edge, seed, canary):
     run = {"rc": rc, "out": out, "records": records, "ended": ended, "canary": on_canary, "ok": ok,
            "after": [r for r in records if r["t"] > ended + 0.5],
            "exposure_s": (on_canary[-1]["t"] - on_canary[0]["t"]) if on_canary else 0.0}
-    for verdict in re.findall(r"(step \d+ \(\d+ %\): (?:passed|FAILED): .*?) TASK \[", out):
+    verdicts = re.findall(r"(step \d+ \(\d+ %\): (?:passed|FAILED): .*?) TASK \[", out) + re.findall(
+        r"(Rollout of \S+ FAILED at step .*?) until the next run", out)
+    for verdict in dict.fromkeys(verdicts):
         print(f"  {verdict.strip(chr(39) + chr(34))}")  # the play's own figures: what Prometheus said at each step
+    if not verdicts:
+        print(f"  (no verdict found in the play's output; its end: {out[-1500:]})")
     summary = load_summary(records, ok)
     shed = sum(1 for r in records if is_shed(r))
     print(f"rollout under {RATE}/s: playbook rc {rc} after {ended:.1f} s; {summary['ok']}/{summary['requests']} ok, "
@@ -129,6 +153,18 @@ def test_a_healthy_canary_reaches_100_percent_and_nothing_fails(host, inventory,
     admitted = [r for r in run["records"] if not is_shed(r)]
     shed = len(run["records"]) - len(admitted)
     assert all(run["ok"](r) for r in admitted)
-    assert shed <= 0.005 * len(run["records"])
+    assert shed <= 0.03 * len(run["records"])  # the edge's admission control, as in test_20 (0 in every run so far)
     # Every step passed: once the run is over, the canary answers everything.
     assert run["after"] and all(r["canary"] for r in run["after"] if run["ok"](r))
+
+
+def test_back_to_the_catalogs_split_drops_no_request(host, model, inventory, edge, canary):
+    """`make edge` after the rollouts (from 100 % canary back to the catalog's split) under load: nothing fails, and
+    the canary's share of 60 requests is within the binomial spread of its catalog weight again."""
+    _faults(host, canary, None)
+    rc, out, records, versions = _edge_under_load(inventory, edge)
+    front = next(s for s in model["services"] if s["name"] == "frontend")
+    low, high = binomial_bounds(60, front["versions"][-1]["weight"] / 100)
+    assert rc == 0, out[-3000:]
+    assert load_summary(records)["failed"] == 0 and len(records) > 50
+    assert sum(versions.values()) == 60 and low <= versions.get(canary["version"], 0) <= high, versions
