@@ -154,8 +154,7 @@ def verdict(answer, plan):
     requests = fig["canary_requests"] or 0.0
     errors = fig["canary_errors"] or 0.0
     ratio = errors / requests if requests else None
-    ms = {k: None if v is None or k not in ("canary_p99", "baseline_p99", "canary_mean", "baseline_mean") else 1000 * v
-          for k, v in fig.items()}
+    ms = {k: None if fig[k] is None else 1000 * fig[k] for k in ("canary_p99", "baseline_p99", "canary_mean", "baseline_mean")}
 
     def latency(name, increase):
         value, base = ms[f"canary_{name}"], ms[f"baseline_{name}"]

@@ -28,6 +28,16 @@ def _new(kind):
     return base64.b64encode(os.urandom(32)).decode()
 
 
+def _staged_new(path, kind):
+    """A new secret of `kind` written to a private temporary file beside `path` (0600); returns its path, for the
+    caller to link or rename into place."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(_new(kind) + "\n")
+    return tmp
+
+
 def ensure(directory, name, kind="token"):
     """The secret `name` (e.g. "consul/management") under `directory`, created on first use."""
     if kind not in KINDS:
@@ -44,11 +54,7 @@ def ensure(directory, name, kind="token"):
         pass
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     os.chmod(directory, 0o700)
-    value = _new(kind)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(value + "\n")
+    tmp = _staged_new(path, kind)
     try:
         os.link(tmp, path)  # never replaces a secret another process wrote first
     except FileExistsError:
@@ -81,11 +87,7 @@ def renew(directory, name, kind="token"):
     path = os.path.join(directory, name)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no secret {name} under {directory}: nothing to renew")
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(_new(kind) + "\n")
-    os.replace(tmp, path)
+    os.replace(_staged_new(path, kind), path)
 
 
 def names(directory, prefix):
