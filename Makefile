@@ -37,7 +37,7 @@ test-apps: bootstrap ## The sample apps' suites: pytest (add/sub-svc, double-svc
 	@echo "==> node --test apps/frontend"; cd apps/frontend && ARITH_PYTHON=$(CURDIR)/$(BIN)/python node --test test/
 
 molecule: image ## Molecule scenarios on podman (SCENARIOS="default cluster" unless given)
-	@for s in $(SCENARIOS); do echo "==> molecule test -s $$s"; $(BIN)/molecule test -s $$s || exit 1; done
+	@for s in $(SCENARIOS); do echo "==> molecule test -s $$s"; COLUMNS=200 $(BIN)/molecule test -s $$s || exit 1; done
 
 molecule-nomad: image ## Molecule scenario nomad (NOMAD_ARCHIVE=... or HashiCorp reachable); otherwise SKIPPED with the reason
 	@scripts/molecule-nomad

@@ -270,8 +270,10 @@ def config(edge_plan):
         # The trace id the exposed service answers with (X-Trace-Id, with tracing) beside the request in the edge's log.
         lines.append("    declare capture response len 32")
         lines.append("    http-response capture res.hdr(X-Trace-Id) id 0")
-        lines.append("    http-response set-header X-Edge-Backend %b")
-        lines.append("    http-response set-header X-Edge-Server %s")
+        # After-response rules name the backend on every answer, the edge's own 503s (shed) too: which version a
+        # request was drawn to, served or not.
+        lines.append("    http-after-response set-header X-Edge-Backend %b")
+        lines.append("    http-after-response set-header X-Edge-Server %s")
         if edge_plan["canary"]:
             canary = next(b for b in backends if b["version"] == edge_plan["canary"])
             lines.append(f"    use_backend {canary['name']} if {{ req.hdr({o['canary_header']}) -m str {o['canary_value']} }}")

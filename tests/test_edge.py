@@ -133,6 +133,8 @@ def test_the_config_sheds_excess_at_the_door_and_refuses_big_bodies(plan, model)
     assert cfg.count("maxconn 3 check inter") == len(plan["backends"])
     assert cfg.count("http-error status 503 content-type application/json") == len(plan["backends"])
     assert "hdr Retry-After 1 hdr X-Edge-Shed queue" in cfg
+    # The drawn backend is named on every answer, the edge's own 503s too (http-response rules skip those).
+    assert "http-after-response set-header X-Edge-Backend %b" in cfg and "http-response set-header X-Edge" not in cfg
     assert re.search(r"http-request return status 413 content-type application/json string '\{[^']*16384[^']*\}' "
                      r"if \{ req.hdr_val\(content-length\) gt 16384 \}", cfg)
     # Settings from the inventory, as Ansible hands them over (text), and refusals naming the option.

@@ -16,6 +16,7 @@ import testinfra
 from meshlab import SEED_EXPRESSION, SEED_RESULT
 from testkit.fixtures import inventory, management_token, model  # noqa: F401 - fixtures
 from testkit.lab import NodeLoad
+from testkit.load import CHANGE_EXPRESSION, CHANGE_RESULT
 
 # Serf's failure detection on a small cluster (probe 1 s, suspicion ~4 s: 5-7 s measured on
 # 1.8.7) plus one health-check interval (2 s) and a second's margin: after this long a dead
@@ -138,3 +139,10 @@ def restore(cluster):
 @pytest.fixture(scope="session")
 def seed():
     return {"body": {"expression": SEED_EXPRESSION}, "result": SEED_RESULT}
+
+
+@pytest.fixture(scope="session")
+def light():
+    """The change tests' compute (testkit.load.CHANGE_EXPRESSION: six upstream calls; the seed's 16 at 20/s filled
+    the three nodes' 2 cores), in the seed's shape."""
+    return {"body": {"expression": CHANGE_EXPRESSION}, "result": CHANGE_RESULT}

@@ -72,7 +72,7 @@ def _served(name, records, seed, began, ended):
     summary = load_summary(records, _ok(seed))
     shed = [r for r in records if is_shed(r)]
     failed = [r for r in records if not _ok(seed)(r) and not is_shed(r)]
-    print(f"{name} took {ended - began:.1f} s under {RATE}/s: {summary['ok']}/{summary['requests']} ok, "
+    print(f"{name} took {ended - began:.1f} s under {RATE} computes/s of {seed['body']['expression']}: {summary['ok']}/{summary['requests']} ok, "
           f"{len(shed)} shed by the edge, {len(failed)} failed inside the mesh (first {summary['first_failure_s']} s, last {summary['last_failure_s']} s into the load, "
           f"the step {began:.1f}-{ended:.1f} s); p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms")
     assert len(shed) <= SHED_BOUND * len(records), f"{len(shed)} of {len(records)} shed by the edge"
@@ -122,11 +122,11 @@ def _member(cluster, name, within):
                       within, f"{name} among the members")
 
 
-def test_gossip_rotation_under_load(cluster, seed, inventory):
+def test_gossip_rotation_under_load(cluster, light, inventory):
     sdir, name = secrets_dir(inventory), acl.secret_name("gossip")
     old = secrets.read(sdir, name)
     records, (rc, out), began, ended = _under_load(
-        cluster, seed, EDGE_LOAD_MAX_S, lambda: run_playbook(inventory, "playbooks/rotate.yml", "consul_agent_rotate=gossip", timeout=300))
+        cluster, light, EDGE_LOAD_MAX_S, lambda: run_playbook(inventory, "playbooks/rotate.yml", "consul_agent_rotate=gossip", timeout=300))
     assert rc == 0, out[-3000:]
     new = secrets.read(sdir, name)
     rings = _keyring(cluster)
@@ -137,7 +137,7 @@ def test_gossip_rotation_under_load(cluster, seed, inventory):
     assert not os.path.exists(os.path.join(sdir, secrets.next_name(name)))
     assert all(list(p["Keys"]) == [new] and p["Keys"][new] == p["NumNodes"] for p in rings)
     assert set(on_nodes.values()) == {"1"}
-    failed = _served("gossip rotation", records, seed, began, ended)
+    failed = _served("gossip rotation", records, light, began, ended)
     assert not failed, [(r["t"], r["status"], str(r["body"])[:120]) for r in failed[:3]]
 
     # The old key is refused: an agent that has only it cannot join. Control: the same agent with the new key joins.
@@ -169,11 +169,11 @@ def _consul_pid(cluster, node):
     return cluster.run(node, "systemctl show -p MainPID --value consul").stdout.strip()
 
 
-def test_tls_rotation_under_load(cluster, seed, inventory):
+def test_tls_rotation_under_load(cluster, light, inventory):
     https = cluster.model["settings"]["consul_ports"]["https"]
     before = {n: (_served_cert(cluster, n, "127.0.0.1", https)[0], _consul_pid(cluster, n)) for n in cluster.names}
     records, (rc, out), began, ended = _under_load(
-        cluster, seed, EDGE_LOAD_MAX_S, lambda: run_playbook(inventory, "playbooks/rotate.yml", "consul_agent_rotate=tls", timeout=300))
+        cluster, light, EDGE_LOAD_MAX_S, lambda: run_playbook(inventory, "playbooks/rotate.yml", "consul_agent_rotate=tls", timeout=300))
     assert rc == 0, out[-3000:]
     after = {n: (_served_cert(cluster, n, "127.0.0.1", https)[0], _consul_pid(cluster, n)) for n in cluster.names}
     verified = {n: cluster.run(n, f"echo | openssl s_client -connect 127.0.0.1:{https} -CAfile /etc/consul.d/tls/ca.pem "
@@ -182,7 +182,7 @@ def test_tls_rotation_under_load(cluster, seed, inventory):
     assert all(after[n][0] and after[n][0] != before[n][0] for n in cluster.names), "a server still serves its old certificate"
     assert all(after[n][1] == before[n][1] for n in cluster.names), "a consul agent was restarted"
     assert set(verified.values()) == {"ok"}
-    failed = _served("TLS rotation", records, seed, began, ended)
+    failed = _served("TLS rotation", records, light, began, ended)
     assert not failed, [(r["t"], r["status"], str(r["body"])[:120]) for r in failed[:3]]
     cluster.wait_healthy()
 
@@ -193,7 +193,7 @@ def _sidecar_leaves(cluster):
             for i in cluster.model["instances"]}
 
 
-def test_connect_ca_rotation_under_load(cluster, seed, inventory):
+def test_connect_ca_rotation_under_load(cluster, light, inventory):
     via = cluster.names[0]
 
     def roots():
@@ -216,7 +216,7 @@ def test_connect_ca_rotation_under_load(cluster, seed, inventory):
             time.sleep(1)
         return res, new
 
-    records, ((rc, out), new), began, ended = _under_load(cluster, seed, EDGE_LOAD_MAX_S, rotate)
+    records, ((rc, out), new), began, ended = _under_load(cluster, light, EDGE_LOAD_MAX_S, rotate)
     assert rc == 0, out[-3000:]
     after = roots()
     print(f"roots now {[(r[0][:12], r[2]) for r in after]}; seconds after the playbook until each sidecar presented "
@@ -224,7 +224,7 @@ def test_connect_ca_rotation_under_load(cluster, seed, inventory):
     assert new[0] != old[0]
     assert any(r[0] == old[0] and not r[2] for r in after), "the old root left the trust bundle at once (no cross-signing)"
     assert len(moved) == len(cluster.model["instances"]), f"still on the old root: {set(_sidecar_leaves(cluster)) - set(moved)}"
-    failed = _served("Connect CA rotation (until every sidecar has a new leaf)", records, seed, began, ended)
+    failed = _served("Connect CA rotation (until every sidecar has a new leaf)", records, light, began, ended)
     assert not failed, [(r["t"], r["status"], str(r["body"])[:120]) for r in failed[:3]]
 
 
@@ -353,12 +353,12 @@ def test_backup_and_disaster_recovery(cluster, seed, inventory, dr_items):
           f"(wait_healthy {took:.0f} s)")
 
 
-def test_rolling_restart_under_load(cluster, seed, inventory):
+def test_rolling_restart_under_load(cluster, light, inventory):
     leader = cluster.leader_node(cluster.names[0])
     sampler = Sampler(cluster)
     sampler.start()
     records, (rc, out), began, ended = _under_load(
-        cluster, seed, 65, lambda: run_playbook(inventory, "playbooks/rolling-restart.yml", timeout=300), direct=True)
+        cluster, light, 65, lambda: run_playbook(inventory, "playbooks/rolling-restart.yml", timeout=300), direct=True)
     samples = sampler.stop()
     assert rc == 0, out[-3000:]
     figures = [{"node": n, "seconds": float(s)} for n, s in re.findall(r"consul-restart: (\S+) \(server\) restarted, whole again in ([\d.]+) s", out)]
@@ -368,11 +368,11 @@ def test_rolling_restart_under_load(cluster, seed, inventory):
           f"leadership changes seen {changes}; fewest healthy voters {min(s[2] for s in samples)} ({len(samples)} samples)")
     assert [f["node"] for f in figures][-1] == leader, "the leader is not restarted last"
     assert sorted(f["node"] for f in figures) == sorted(cluster.names)
-    failed = _served("rolling restart", records, seed, began, ended)
+    failed = _served("rolling restart", records, light, began, ended)
     print("failures: " + ", ".join(f"{r['t']:.1f}s {r['status']} {str(r['body'].get('error', ''))[:50]}" for r in failed[:8]))
     after = [r for r in records if r["t"] >= ended + SETTLE_S]
     assert all(r["t"] >= began for r in failed), "a request failed before the restart began"
-    assert after and all(_ok(seed)(r) for r in after), f"{len(after)} requests after the restart, not all ok"
+    assert after and all(_ok(light)(r) for r in after), f"{len(after)} requests after the restart, not all ok"
     assert min(s[2] for s in samples) >= 2
     assert changes <= 1
     cluster.wait_healthy()

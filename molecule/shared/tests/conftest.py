@@ -20,6 +20,7 @@ import testinfra
 from meshlab import SEED_EXPRESSION, SEED_RESULT
 from testkit.fixtures import inventory, management_token, model  # noqa: F401 - fixtures
 from testkit.lab import run_playbook, wait_until  # noqa: F401 - for the test modules
+from testkit.load import CHANGE_EXPRESSION, CHANGE_RESULT
 
 # Which scheduler runs the workloads in this scenario (molecule/<scenario>/molecule.yml verifier env).
 SCHEDULER = os.environ.get("MESH_SCHEDULER", "systemd")
@@ -184,6 +185,14 @@ def binomial_bounds(n, p, sigmas=4.5):
 def seed():
     return {"expression": SEED_EXPRESSION, "result": SEED_RESULT,
             "ops": [c for c in SEED_EXPRESSION if c in "+-"]}
+
+
+@pytest.fixture(scope="session")
+def light():
+    """The change tests' compute (testkit.load.CHANGE_EXPRESSION: six upstream calls, the seed's 16 at 20/s fill
+    the machine), in the seed's shape."""
+    return {"expression": CHANGE_EXPRESSION, "result": CHANGE_RESULT,
+            "ops": [c for c in CHANGE_EXPRESSION if c in "+-"]}
 
 
 @pytest.hookimpl(hookwrapper=True)

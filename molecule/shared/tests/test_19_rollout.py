@@ -98,7 +98,8 @@ def _rollout(inventory, edge, seed, canary):
         print(f"  (no verdict found in the play's output; its end: {out[-1500:]})")
     summary = load_summary(records, ok)
     shed = sum(1 for r in records if is_shed(r))
-    print(f"rollout under {RATE}/s: playbook rc {rc} after {ended:.1f} s; {summary['ok']}/{summary['requests']} ok, "
+    print(f"rollout under {RATE} computes/s of {seed['expression']}: playbook rc {rc} after {ended:.1f} s; "
+          f"{summary['ok']}/{summary['requests']} ok, "
           f"{shed} shed by the edge; the canary answered {len(on_canary)} over {run['exposure_s']:.1f} s "
           f"({sum(1 for r in on_canary if not ok(r))} not ok), p99 {summary['p99_ms']} ms")
     return run
@@ -120,9 +121,9 @@ def _assert_rolled_back_at_the_first_step(run):
     assert run["after"] and not [r for r in run["after"] if r["canary"]]
 
 
-def test_a_canary_failing_30_percent_is_rolled_back_at_the_first_analysis(host, inventory, edge, seed, canary):
+def test_a_canary_failing_30_percent_is_rolled_back_at_the_first_analysis(host, inventory, edge, light, canary):
     _faults(host, canary, {"error_rate": 0.3})
-    run = _rollout(inventory, edge, seed, canary)
+    run = _rollout(inventory, edge, light, canary)
     errors = [r for r in run["canary"] if r["status"] >= 500 and not is_shed(r)]
     expected, bound = _exposed_bound(0.3)
     print(f"users saw {len(errors)} errors from the canary (expected {expected}, bound {bound}: {RATE}/s x "
@@ -133,9 +134,9 @@ def test_a_canary_failing_30_percent_is_rolled_back_at_the_first_analysis(host, 
     assert not [r for r in run["records"] if not run["ok"](r) and not is_shed(r) and not r["canary"]]
 
 
-def test_a_canary_300_ms_slower_is_rolled_back_at_the_first_analysis(host, inventory, edge, seed, canary):
+def test_a_canary_300_ms_slower_is_rolled_back_at_the_first_analysis(host, inventory, edge, light, canary):
     _faults(host, canary, {"latency_ms": 300})
-    run = _rollout(inventory, edge, seed, canary)
+    run = _rollout(inventory, edge, light, canary)
     slow = [r for r in run["canary"] if r["latency_ms"] >= 300]
     base = sorted(r["latency_ms"] for r in run["records"] if not r["canary"] and run["ok"](r))
     expected, bound = _exposed_bound(1.0)
@@ -146,9 +147,9 @@ def test_a_canary_300_ms_slower_is_rolled_back_at_the_first_analysis(host, inven
     assert all(run["ok"](r) or is_shed(r) for r in run["records"])
 
 
-def test_a_healthy_canary_reaches_100_percent_and_nothing_fails(host, inventory, edge, seed, canary):
+def test_a_healthy_canary_reaches_100_percent_and_nothing_fails(host, inventory, edge, light, canary):
     _faults(host, canary, None)
-    run = _rollout(inventory, edge, seed, canary)
+    run = _rollout(inventory, edge, light, canary)
     assert run["rc"] == 0, run["out"][-3000:]
     admitted = [r for r in run["records"] if not is_shed(r)]
     shed = len(run["records"]) - len(admitted)

@@ -176,7 +176,8 @@ def _report(name, records, seed):
     summary["failed_inside"] = summary["failed"] - summary["shed"]
     retried = sum(c["attempts"] - 1 for _, c in _calls(records))
     failures = Counter(r["status"] or "no answer" for r in records if not _ok(seed)(r) and not is_shed(r))
-    print(f"{name}: {summary['ok']}/{summary['requests']} ok at {RATE}/s, {summary['shed']} shed by the edge "
+    print(f"{name}: {summary['ok']}/{summary['requests']} ok at {RATE} computes/s of {seed['expression']}, "
+          f"{summary['shed']} shed by the edge "
           f"(503 Retry-After: the node's CPU full), {summary['failed_inside']} failed inside {dict(failures)}, "
           f"{retried} retried upstream attempts, p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms")
     for r in [r for r in records if not _ok(seed)(r)][:12]:
@@ -246,20 +247,20 @@ def _retried_per_restart(run, restarts):
 # --- 1. ship: new code, add-svc 2 -> 4, double-svc and one more canary ----------------------------------------------
 
 @pytest.fixture(scope="module")
-def shipped(host, lab, consul, model, inventory, change, edge, seed):
+def shipped(host, lab, consul, model, inventory, change, edge, light):
     """The ship run is also `make rotate WHAT=tokens` (playbooks/rotate-tokens.yml: the instances' token secrets
     renewed, then this same workloads.yml run): one drained rolling update carries both, as a team would ship."""
     change["revisions"] = change["code"].ship()
     sdir = secrets_dir(inventory)
     change["old_tokens"] = {n: secrets.read(sdir, n) for n in secrets.names(sdir, acl.secret_name("instance", ""))}
-    return _run(inventory, change, "shipped", lab, consul, edge, seed, _changed_catalog(model["catalog"]), {"add-svc": 4},
+    return _run(inventory, change, "shipped", lab, consul, edge, light, _changed_catalog(model["catalog"]), {"add-svc": 4},
                 playbook="playbooks/rotate-tokens.yml")
 
 
-def test_shipping_new_code_and_scaling_up_under_load_fails_nothing(host, model, shipped, seed):
+def test_shipping_new_code_and_scaling_up_under_load_fails_nothing(host, model, shipped, light):
     assert shipped["rc"] == 0, shipped["out"][-3000:]
     summary, _ = _report("ship (new code for 7 running instances, add-svc 2 -> 4, double-svc and frontend-4 new)",
-                         shipped["records"], seed)
+                         shipped["records"], light)
     for svc in model["services"]:
         n = len(instances_of(model, svc["name"]))
         print(f"  {svc['name']}: fewest passing during the update {shipped['watch'].fewest(svc['name'])} of {n} "
@@ -357,17 +358,17 @@ def test_a_new_frontend_instance_is_served_without_an_edge_reload_and_scraped(ho
 # --- 2. the control without the drain, and an update that stops ----------------------------------------------------
 
 @pytest.fixture(scope="module")
-def control(host, lab, consul, model, inventory, change, shipped, edge, seed):
+def control(host, lab, consul, model, inventory, change, shipped, edge, light):
     catalog = _changed_catalog(model["catalog"], double_args=["-m", "no_such_module"], add_env={"SHIP_MARK": "2"})
     # The broken instance stops the update after 8 s instead of the default 60.
-    return _run(inventory, change, "control", lab, consul, edge, seed, catalog, {"add-svc": 4},
+    return _run(inventory, change, "control", lab, consul, edge, light, catalog, {"add-svc": 4},
                 mesh_drain_seconds=0, scheduler_systemd_healthy_timeout=8)
 
 
-def test_without_the_drain_the_same_restarts_fail_requests(control, shipped, seed):
+def test_without_the_drain_the_same_restarts_fail_requests(control, shipped, light):
     """The control of the first test: add-svc's four instances restarted by the same rolling update with the drain
     turned off (no maintenance mode, no drain time). Failed or retried calls show what the drain saves."""
-    summary, retried = _report("the control: add-svc's 4 instances restarted without the drain", control["records"], seed)
+    summary, retried = _report("the control: add-svc's 4 instances restarted without the drain", control["records"], light)
     drained = _retried_per_restart(shipped, 7)
     print(f"retried upstream attempts per restart: without the drain {retried / 4:.2f} ({summary['failed']} requests "
           f"failed), with it {drained:.2f}")
@@ -393,14 +394,14 @@ def test_an_instance_that_never_becomes_healthy_stops_the_update_and_is_named(ho
 # --- 3. scale-in and removal ----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def scaled_in(host, lab, consul, model, inventory, change, control, edge, seed):
-    return _run(inventory, change, "scaled-in", lab, consul, edge, seed, model["catalog"], {"add-svc": 1})
+def scaled_in(host, lab, consul, model, inventory, change, control, edge, light):
+    return _run(inventory, change, "scaled-in", lab, consul, edge, light, model["catalog"], {"add-svc": 1})
 
 
-def test_scaling_in_and_removing_under_load_fails_nothing(scaled_in, seed):
+def test_scaling_in_and_removing_under_load_fails_nothing(scaled_in, light):
     assert scaled_in["rc"] == 0, scaled_in["out"][-3000:]
     summary, _ = _report("add-svc 4 -> 1 (add-svc-1 updated first), double-svc and frontend-4 removed",
-                         scaled_in["records"], seed)
+                         scaled_in["records"], light)
     _assert_nothing_failed(summary)
 
 
