@@ -162,6 +162,23 @@ def secrets_dir(inventory):
     return os.path.join(base, ".secrets")
 
 
+def printed_secrets(sdir, outputs):
+    """(names of the lab's secrets under `sdir`, those of them whose value appears in any of `outputs`): every
+    secret file's value, a private key's base64 body (not its other PEM files: certificates are public)."""
+    from meshlab import secrets
+
+    values = {}
+    for root, _, files in os.walk(sdir):
+        for name in files:
+            path = os.path.join(root, name)
+            if name.endswith("-key.pem"):
+                with open(path, encoding="utf-8") as fh:
+                    values[os.path.relpath(path, sdir)] = "".join(fh.read().split("\n")[1:-2])
+            elif not name.endswith(".pem") and os.sep + "backups" not in path:
+                values[os.path.relpath(path, sdir)] = secrets.read(root, name)
+    return sorted(values), sorted(name for name, value in values.items() if any(value in out for out in outputs))
+
+
 def molecule_inventory():
     """The Molecule scenario's inventory; skips the test when it does not run under Molecule."""
     path = os.environ.get("MOLECULE_INVENTORY_FILE")

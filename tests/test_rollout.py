@@ -103,19 +103,44 @@ def test_the_drain_follows_the_edges_dns_refresh_and_the_callers_connections_unl
     assert lab_model.build(catalog, NODES, {**settings, "drain_s": 7})["rollout"]["drain_s"] == 7
 
 
-def test_batches_go_service_by_service_max_parallel_at_a_time(catalog, settings):
+def test_batches_go_tier_by_tier_max_parallel_of_each_service_at_a_time(catalog, settings):
+    """add-svc and sub-svc call no service: they roll side by side, one instance of each per batch; the frontend
+    calls both: its batches (max_parallel 2 here) come after theirs."""
     cat = copy.deepcopy(catalog)
     by_name(cat, "frontend")["max_parallel"] = 2
     built = lab_model.build(cat, NODES, settings)
     changed = [u for i in built["instances"] for u in i["units"].values()]
     plan = rollout.batches(built, changed + ["mesh.target", "mesh-app-gone-1.service"])
     assert [[b["id"] for b in batch] for batch in plan] == [
-        ["add-svc-1"], ["add-svc-2"], ["sub-svc-1"], ["sub-svc-2"], ["frontend-1", "frontend-2"], ["frontend-3"]]
+        ["add-svc-1", "sub-svc-1"], ["add-svc-2", "sub-svc-2"], ["frontend-1", "frontend-2"], ["frontend-3"]]
     first = plan[0][0]
     inst = next(i for i in built["instances"] if i["id"] == "add-svc-1")
     assert first == {"id": "add-svc-1", "service": "add-svc", "node": inst["node"],
                      "units": ["mesh-app-add-svc-1.service", "mesh-sidecar-add-svc-1.service"], "port": inst["port"],
                      "health_path": "/health", "token_file": inst["token_file"]}
+
+
+def test_a_caller_never_rolls_before_or_beside_its_upstreams(catalog, settings):
+    """A service calling add-svc (docs/catalog.md's double-svc, before the frontend in the catalog) shares the
+    frontend's tier; every service's batches start after the last batch of each service it calls."""
+    double = {"name": "double-svc", "app": "double", "language": "python", "args": ["-m", "double_svc"],
+              "instances": 2, "health_path": "/health",
+              "upstreams": [{"service": "add-svc", "local_port": 9193, "env": "ADD_SVC_URL"}]}
+    cat = copy.deepcopy(catalog)
+    cat.insert(0, double)
+    built = lab_model.build(cat, NODES, settings)
+    assert [[s["name"] for s in tier] for tier in rollout.tiers(built["services"])] == [
+        ["add-svc", "sub-svc"], ["double-svc", "frontend"]]
+    plan = rollout.batches(built, [u for i in built["instances"] for u in i["units"].values()])
+    assert [[b["id"] for b in batch] for batch in plan] == [
+        ["add-svc-1", "sub-svc-1"], ["add-svc-2", "sub-svc-2"], ["double-svc-1", "frontend-1"],
+        ["double-svc-2", "frontend-2"], ["frontend-3"]]
+    where = {b["id"]: n for n, batch in enumerate(plan) for b in batch}
+    for svc in built["services"]:
+        for up in svc["upstreams"]:
+            ups = [n for iid, n in where.items() if iid.rsplit("-", 1)[0] == up["service"]]
+            mine = [n for iid, n in where.items() if iid.rsplit("-", 1)[0] == svc["name"]]
+            assert min(mine) > max(ups), (svc["name"], up["service"])
 
 
 def test_only_changed_units_restart(model):

@@ -4,12 +4,14 @@ election and the detection window no request fails."""
 
 import time
 
-from conftest import DETECTION_WINDOW_S, DURATION_S, RATE
+from conftest import DETECTION_WINDOW_S, RATE
 from testkit.lab import load_summary
 
 KILL_AT_S = 10
 # Measured on 1.8.7: about 12 s on loopback (raft_multiplier 5); the bound leaves room for a slow CI machine.
 ELECTION_BOUND_S = 30
+# The load lasts until the slowest election allowed plus the detection window (longer than the node loss's).
+DURATION_S = KILL_AT_S + ELECTION_BOUND_S + DETECTION_WINDOW_S
 
 
 def test_leader_loss_under_load(cluster, seed, restore):
