@@ -14,19 +14,17 @@ than ``instances - max_parallel`` instances of a service in service.
 def tiers(services):
     """The catalog's services (model["services"], catalog order) in tiers of the call graph: [[service, ...], ...],
     tier 0 calling no service of the catalog, tier n calling only services of tiers below n."""
-    names = {s["name"] for s in services}
+    by_name = {s["name"]: s for s in services}
     depth = {}
 
-    def tier(svc, seen=()):
-        if svc["name"] not in depth:
-            if svc["name"] in seen:  # a call cycle (the catalog allows none): end the recursion there
-                return 0
-            ups = [u["service"] for u in svc.get("upstreams") or [] if u["service"] in names]
-            depth[svc["name"]] = 1 + max((tier(next(s for s in services if s["name"] == u), seen + (svc["name"],))
-                                          for u in ups), default=-1)
-        return depth[svc["name"]]
+    def tier(name):
+        if name not in depth:
+            depth[name] = 0  # while its upstreams are looked at: a call cycle ends here instead of recursing forever
+            ups = [u["service"] for u in by_name[name].get("upstreams") or [] if u["service"] in by_name]
+            depth[name] = 1 + max(map(tier, ups), default=-1)
+        return depth[name]
 
-    levels = [tier(s) for s in services]
+    levels = [tier(s["name"]) for s in services]
     return [[s for s, level in zip(services, levels) if level == n] for n in range(max(levels, default=-1) + 1)]
 
 

@@ -135,12 +135,11 @@ def test_a_caller_never_rolls_before_or_beside_its_upstreams(catalog, settings):
     assert [[b["id"] for b in batch] for batch in plan] == [
         ["add-svc-1", "sub-svc-1"], ["add-svc-2", "sub-svc-2"], ["double-svc-1", "frontend-1"],
         ["double-svc-2", "frontend-2"], ["frontend-3"]]
-    where = {b["id"]: n for n, batch in enumerate(plan) for b in batch}
+    rolled = {s["name"]: [n for n, batch in enumerate(plan) if any(b["service"] == s["name"] for b in batch)]
+              for s in built["services"]}
     for svc in built["services"]:
         for up in svc["upstreams"]:
-            ups = [n for iid, n in where.items() if iid.rsplit("-", 1)[0] == up["service"]]
-            mine = [n for iid, n in where.items() if iid.rsplit("-", 1)[0] == svc["name"]]
-            assert min(mine) > max(ups), (svc["name"], up["service"])
+            assert min(rolled[svc["name"]]) > max(rolled[up["service"]]), (svc["name"], up["service"])
 
 
 def test_only_changed_units_restart(model):
